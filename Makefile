@@ -1,0 +1,30 @@
+# The two commands (see README):
+#   make search   - set up, then run the quickstart study and print its Pareto front
+#   make test     - set up, then run the whole test suite
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: test search setup lint clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) on PATH (or run: make PY=python3 ...)"; exit 1; }
+	@test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -ra tests
+
+search: $(STAMP)
+	$(VENV)/bin/nas search studies/quickstart.toml
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check nas search_space operators evaluators tests benchmarks
+
+clean:
+	rm -rf $(VENV) *.egg-info

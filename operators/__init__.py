@@ -1,0 +1,38 @@
+"""Operators: token mixers, position encodings, stems, downsamplers, channel MLPs, the block.
+
+Each family lives in its own module and registers its classes by name in exactly one
+registry per kind; importing this package fills the registries.
+"""
+
+from __future__ import annotations
+
+from operators import (  # noqa: F401  (imported to register)
+    attention,
+    downsample,
+    identity,
+    mlp,
+    pooling,
+    pos_absolute,
+    pos_conditional,
+    pos_relative,
+    sepconv,
+    spatial_reduction,
+    stems,
+    window_attention,
+)
+from operators.base import AttnPosEncoding, GridPosEncoding, Knob, TokenMixer, attend
+from operators.block import UnifiedBlock
+from operators.registry import (
+    CHANNEL_ATTNS,
+    CHANNEL_MLPS,
+    DOWNSAMPLERS,
+    MIXERS,
+    POS_ENCODINGS,
+    STEMS,
+    Registry,
+)
+
+__all__ = [
+    "MIXERS", "POS_ENCODINGS", "STEMS", "DOWNSAMPLERS", "CHANNEL_MLPS", "CHANNEL_ATTNS",
+    "Registry", "TokenMixer", "GridPosEncoding", "AttnPosEncoding", "Knob", "UnifiedBlock", "attend",
+]

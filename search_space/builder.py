@@ -1,0 +1,282 @@
+"""Genome -> ``NasNet``, a first-class timm model.
+
+``build_model(spec)`` goes through timm's ``build_model_with_cfg`` so ``features_only=True``,
+``pretrained_cfg`` and the rest of timm's machinery work; every genome is also reachable as
+``timm.create_model("attnnas", genome=spec.to_dict())`` and every preset as
+``timm.create_model("attnnas_<preset>")``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from timm.layers import trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint_seq
+from torch import nn
+
+from operators import DOWNSAMPLERS, POS_ENCODINGS, STEMS, UnifiedBlock
+from operators.heads import ClassifierHead
+from search_space.genome import ArchSpec
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class NasStage(nn.Module):
+    """downsample -> grid position encoding -> ``depth`` unified blocks, all ``(B, H, W, C)``."""
+
+    def __init__(self, in_dim: int, spec, grid: tuple[int, int], drop_path: list[float]) -> None:
+        super().__init__()
+        self.downsample = DOWNSAMPLERS.get(spec.downsample)(in_dim, spec.dim)
+        pos_cls = POS_ENCODINGS.get(spec.pos)
+        self.pos = pos_cls(spec.dim, grid_size=grid) if pos_cls.placement == "grid" else nn.Identity()
+        attn_pos = spec.pos if pos_cls.placement == "attention" else "none"
+        self.blocks = nn.Sequential(*[
+            UnifiedBlock(spec.dim, mixer=spec.mixer, mixer_knobs=spec.knob_dict, grid_size=grid,
+                         pos_encoding=attn_pos, block_index=i, mlp=spec.mlp, mlp_ratio=spec.mlp_ratio,
+                         layer_scale=spec.layer_scale, channel_attn=spec.channel_attn, drop_path=dp)
+            for i, dp in enumerate(drop_path)
+        ])
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pos(self.downsample(x))  # (B, H, W, C)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+
+class NasNet(nn.Module):
+    """A backbone built from an ``ArchSpec``; channels-last inside, timm's interface outside.
+
+    ``forward_features`` returns the normed final grid ``(B, H, W, C)`` (like timm's Swin);
+    ``features_only``/``forward_intermediates`` return ``(B, C, H, W)`` maps, one per stage.
+    """
+
+    def __init__(
+        self,
+        spec: ArchSpec | dict[str, Any] | str,
+        num_classes: int | None = None,
+        in_chans: int | None = None,
+        img_size: int | tuple[int, int] | None = None,
+        drop_rate: float | None = None,
+        drop_path_rate: float = 0.0,
+        global_pool: str | None = None,
+    ) -> None:
+        super().__init__()
+        spec = _as_spec(spec)
+        changes: dict[str, Any] = {}
+        if num_classes is not None:
+            changes["num_classes"] = int(num_classes)
+        if in_chans is not None:
+            changes["in_chans"] = int(in_chans)
+        if img_size is not None:
+            changes["img_size"] = int(img_size if isinstance(img_size, int) else img_size[0])
+        if global_pool in ("avg", "cls"):
+            changes["head"] = spec.head.__class__(global_pool, spec.head.mlp_ratio, spec.head.drop_rate)
+        if drop_rate is not None:
+            changes["head"] = spec.head.__class__(changes.get("head", spec.head).pool, spec.head.mlp_ratio, drop_rate)
+        spec = spec.replace(**changes).validate() if changes else spec.validate()
+        self.spec = spec
+        self.num_classes = spec.num_classes
+        self.in_chans = spec.in_chans
+        self.num_features = self.head_hidden_size = spec.stages[-1].dim
+        self.grad_checkpointing = False
+
+        self.stem = STEMS.get(spec.stem.kind)(spec.in_chans, spec.stages[0].dim, patch_size=spec.stem.patch_size,
+                                              **spec.stem.knob_dict)
+        grids = spec.stage_grids()
+        depths = [s.depth for s in spec.stages]
+        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        stages, in_dim, stride, self.feature_info = [], spec.stages[0].dim, spec.stem.patch_size, []
+        for i, (s, grid) in enumerate(zip(spec.stages, grids)):
+            stride *= DOWNSAMPLERS.get(s.downsample).stride if i else 1
+            start = sum(depths[:i])
+            stages.append(NasStage(in_dim, s, grid, rates[start:start + s.depth]))
+            self.feature_info.append(dict(num_chs=s.dim, reduction=stride, module=f"stages.{i}"))
+            in_dim = s.dim
+        self.stages = nn.Sequential(*stages)
+        self.norm = nn.LayerNorm(self.num_features)
+        heads = next((v for s in spec.stages[::-1] for k, v in s.mixer_knobs if k == "num_heads"), 1)
+        self.head = ClassifierHead(self.num_features, spec.num_classes, pool=spec.head.pool,
+                                   mlp_ratio=spec.head.mlp_ratio, drop_rate=spec.head.drop_rate, num_heads=heads)
+        self.apply(_init_weights)
+
+    # --- timm interface ----------------------------------------------------------------
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        names = set()
+        for mod_name, mod in self.named_modules():
+            for p in getattr(mod, "no_weight_decay_params", ()):
+                names.add(f"{mod_name}.{p}" if mod_name else p)
+        return names
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(stem=r"^stem", blocks=r"^stages\.(\d+)" if coarse else [
+            (r"^stages\.(\d+)\.downsample", (0,)), (r"^stages\.(\d+)\.blocks\.(\d+)", None), (r"^norm", (99999,))])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        for s in self.stages:
+            s.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None and global_pool not in ("avg", "cls", ""):
+            raise ValueError(f"global_pool must be 'avg' or 'cls', got {global_pool!r}")
+        self.head.reset(num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)  # (B, H/p, W/p, C0)
+        x = self.stages(x)  # (B, h, w, C)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)  # (B, num_classes) or (B, C)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Stage outputs as ``(B, C, H, W)`` (or ``NHWC``), optionally with the final features."""
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError("output_fmt must be 'NCHW' or 'NHWC'")
+        take, max_index = feature_take_indices(len(self.stages), indices)
+        intermediates = []
+        x = self.stem(x)
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
+        last = len(self.stages) - 1
+        for i, stage in enumerate(stages):
+            x = stage(x)  # (B, H, W, C)
+            if i in take:
+                y = self.norm(x) if norm and i == last else x
+                intermediates.append(y.permute(0, 3, 1, 2).contiguous() if output_fmt == "NCHW" else y)
+        if intermediates_only:
+            return intermediates
+        if len(stages) == len(self.stages):
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        take, max_index = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[: max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def _as_spec(spec: ArchSpec | dict[str, Any] | str) -> ArchSpec:
+    if isinstance(spec, ArchSpec):
+        return spec
+    if isinstance(spec, str):
+        return ArchSpec.from_json(spec)
+    if isinstance(spec, dict):
+        return ArchSpec.from_dict(spec)
+    raise ValueError(f"a genome must be an ArchSpec, a dict or a JSON string, got {type(spec).__name__}")
+
+
+def pretrained_cfg_for(spec: ArchSpec) -> dict[str, Any]:
+    """timm pretrained_cfg entries that follow from a genome."""
+    return dict(
+        input_size=(spec.in_chans, spec.img_size, spec.img_size), num_classes=spec.num_classes,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bicubic", crop_pct=0.9,
+        first_conv=STEMS.get(spec.stem.kind).first_conv, classifier="head.fc",
+    )
+
+
+def create_nasnet(variant: str, spec: ArchSpec | dict | str, pretrained: bool = False, **kwargs: Any) -> NasNet:
+    """Build through timm's ``build_model_with_cfg`` (features_only, pretrained_cfg, ...).
+
+    ``num_classes``, ``in_chans`` and ``img_size`` change the genome itself, so the model's
+    ``pretrained_cfg`` always describes the model that was built.
+    """
+    spec = _as_spec(spec)
+    changes = {k: kwargs.pop(k) for k in ("num_classes", "in_chans", "img_size") if kwargs.get(k) is not None}
+    if "img_size" in changes and not isinstance(changes["img_size"], int):
+        changes["img_size"] = int(changes["img_size"][0])
+    spec = spec.replace(**changes) if changes else spec
+    overlay = pretrained_cfg_for(spec)
+    overlay.update(kwargs.pop("pretrained_cfg_overlay", None) or {})
+    for k in ("num_classes", "in_chans"):
+        kwargs.pop(k, None)
+    return build_model_with_cfg(
+        NasNet, variant, pretrained, spec=spec, pretrained_cfg_overlay=overlay,
+        num_classes=spec.num_classes, in_chans=spec.in_chans,
+        feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(len(spec.stages)))), **kwargs,
+    )
+
+
+def build_model(spec: ArchSpec | dict | str, **kwargs: Any) -> NasNet:
+    """``ArchSpec`` -> ``NasNet``. kwargs: num_classes, img_size, in_chans, drop_path_rate,
+    drop_rate, features_only, out_indices, ... (anything timm's builder takes)."""
+    return create_nasnet("attnnas", spec, pretrained=False, **kwargs)
+
+
+def _default_cfg(**kw: Any) -> dict[str, Any]:
+    cfg = dict(url="", num_classes=1000, input_size=(3, 224, 224), pool_size=None, mean=IMAGENET_MEAN,
+               std=IMAGENET_STD, interpolation="bicubic", crop_pct=0.9, first_conv="stem.proj",
+               classifier="head.fc", license="apache-2.0")
+    cfg.update(kw)
+    return cfg
+
+
+def _preset_variants() -> dict[str, ArchSpec]:
+    from search_space.presets import PRESETS
+
+    return {f"attnnas_{name}": spec for name, spec in PRESETS.items()}
+
+
+# timm reads a module's ``default_cfgs`` when ``register_model`` runs, so they come first.
+default_cfgs = generate_default_cfgs(
+    {"attnnas": _default_cfg(), **{v: _default_cfg(**pretrained_cfg_for(s)) for v, s in _preset_variants().items()}}
+)
+
+
+def _register_presets() -> None:
+    """Register ``attnnas_<preset>`` for every preset."""
+    for variant, spec in _preset_variants().items():
+
+        def make(pretrained: bool = False, _spec: ArchSpec = spec, _variant: str = variant, **kwargs: Any) -> NasNet:
+            return create_nasnet(_variant, _spec, pretrained=pretrained, **kwargs)
+
+        make.__name__ = make.__qualname__ = variant
+        make.__doc__ = f"The {variant[len('attnnas_'):]} preset as a timm model."
+        register_model(make)
+
+
+@register_model
+def attnnas(pretrained: bool = False, genome: ArchSpec | dict | str | None = None, **kwargs: Any) -> NasNet:
+    """A model from any genome: ``timm.create_model("attnnas", genome=spec.to_dict())``."""
+    if genome is None:
+        raise ValueError("attnnas needs genome=<ArchSpec, its dict or JSON>; or use a preset, e.g. attnnas_deit_tiny")
+    return create_nasnet("attnnas", genome, pretrained=pretrained, **kwargs)
+
+
+_register_presets()
