@@ -12,7 +12,8 @@ from torch import nn
 from operators.base import TokenMixer, attend, make_attn_pos, merge_heads
 from operators.registry import MIXERS
 
-ATTN_POS = frozenset({"rel_bias", "rope_axial", "rope_mixed", "levit_bias", "irpe", "lepe"})
+# Attention-internal encodings the softmax-attention mixers accept (extended as the zoo grows).
+ATTN_POS = frozenset({"rel_bias"})
 
 
 @MIXERS.register("attention")

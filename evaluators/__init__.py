@@ -1,0 +1,30 @@
+"""Evaluators: costs (FLOPs, params, latency, memory), datasets, proxy training, zero-cost proxies.
+
+Names resolve lazily so ``import evaluators`` stays cheap; each lives in the module named here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> module. Add a line per public name; one module per concern.
+_EXPORTS: dict[str, str] = {
+    # cost model
+    "count_flops": "evaluators.flops",
+    "FlopCount": "evaluators.flops",
+    "count_params": "evaluators.params",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'evaluators' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(_EXPORTS)
+
+
+__all__ = sorted(_EXPORTS)
