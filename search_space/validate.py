@@ -26,7 +26,7 @@ def validate(spec: ArchSpec) -> None:
     for i, s in enumerate(spec.stages):
         where = f"stages[{i}]"
         if s.depth <= 0:
-            raise ValueError(f"{where}.depth must be a positive number of blocks, got {s.depth}")
+            raise ValueError(f"{where}.depth must be positive (a number of blocks), got {s.depth}")
         if s.dim <= 0:
             raise ValueError(f"{where}.dim (the width) must be positive, got {s.dim}")
         for field_name, reg, value in (("mixer", MIXERS, s.mixer), ("pos", POS_ENCODINGS, s.pos),
