@@ -2,14 +2,14 @@
 #   make search   - set up, then run the quickstart study and print its Pareto front
 #   make test     - set up, then run the whole test suite
 SHELL := /bin/bash
-PY ?= python3.11
+PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 
 .PHONY: test search setup lint clean
 
 $(STAMP): pyproject.toml
-	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) on PATH (or run: make PY=python3 ...)"; exit 1; }
+	@command -v $(PY) >/dev/null 2>&1 || { echo "need Python 3.11+ on PATH (or: make PY=/path/to/python3.11 ...)"; exit 1; }
 	@test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -e '.[test]'
