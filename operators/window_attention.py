@@ -86,6 +86,17 @@ class WindowAttention(TokenMixer):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.pos = make_attn_pos(pos_encoding, dim=dim, num_heads=num_heads, grid_size=self.window)
+        self._masks: dict[tuple, torch.Tensor | None] = {}
+
+    def _mask(self, Hp: int, Wp: int, ws: tuple[int, int], shift: tuple[int, int], valid: tuple[int, int],
+              device: torch.device) -> torch.Tensor | None:
+        """The window mask for this geometry, built once and reused."""
+        if torch.compiler.is_compiling():  # traced graphs build it as constants instead
+            return window_mask(Hp, Wp, ws, shift, valid, device)
+        key = (Hp, Wp, ws, shift, valid, str(device))
+        if key not in self._masks:
+            self._masks[key] = window_mask(Hp, Wp, ws, shift, valid, device)
+        return self._masks[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
@@ -100,7 +111,7 @@ class WindowAttention(TokenMixer):
         nWB, n, _ = windows.shape
         qkv = self.qkv(windows).view(nWB, n, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B*nW, heads, n, d)
-        mask = window_mask(Hp, Wp, ws, shift, (H, W), x.device)
+        mask = self._mask(Hp, Wp, ws, shift, (H, W), x.device)
         if mask is not None:  # (nW, 1, n, n) -> (B*nW, 1, n, n)
             mask = mask.repeat(B, 1, 1, 1)
         out = attend(q, k, v, self.pos, ws, mask)
