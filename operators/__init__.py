@@ -8,15 +8,20 @@ from __future__ import annotations
 
 from operators import (  # noqa: F401  (imported to register)
     attention,
+    channel_attention,
     downsample,
     identity,
     mlp,
     pooling,
     pos_absolute,
     pos_conditional,
+    pos_irpe,
+    pos_levit,
     pos_relative,
+    pos_rope,
     sepconv,
     spatial_reduction,
+    stem_t2t,
     stems,
     window_attention,
 )
