@@ -14,6 +14,13 @@ _EXPORTS: dict[str, str] = {
     "count_flops": "evaluators.flops",
     "FlopCount": "evaluators.flops",
     "count_params": "evaluators.params",
+    "params_by_part": "evaluators.params",
+    "ParamCount": "evaluators.params",
+    "count_flops_meta": "evaluators.flops",
+    "screen": "evaluators.screening",
+    "screen_genome": "evaluators.screening",
+    "Costs": "evaluators.screening",
+    "arch_kernels": "evaluators.kernels",
 }
 
 
