@@ -21,6 +21,14 @@ _EXPORTS: dict[str, str] = {
     "screen_genome": "evaluators.screening",
     "Costs": "evaluators.screening",
     "arch_kernels": "evaluators.kernels",
+    # datasets and proxy training (evaluators.data, evaluators.proxy)
+    "DataSpec": "evaluators.data",
+    "LoadedData": "evaluators.data",
+    "load_dataset": "evaluators.data",
+    "ProxyConfig": "evaluators.proxy",
+    "ProxyResult": "evaluators.proxy",
+    "ProxyTrainer": "evaluators.proxy",
+    "StopTraining": "evaluators.proxy",
 }
 
 

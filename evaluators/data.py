@@ -37,6 +37,9 @@ from nas.errors import NasError
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 # Whether a horizontal flip keeps the label (digits: a mirrored 2 is not a 2).
 FLIP_OK = {"digits": False, "cifar10": True, "cifar100": True, "imagefolder": True}
+# Random-crop padding as a share of the image side (CIFAR's classic 4 px at 32; digits are
+# 8x8 originals filling the frame, so half that: one original pixel at most).
+CROP_PAD_FRAC = {"digits": 1 / 16, "cifar10": 1 / 8, "cifar100": 1 / 8, "imagefolder": 1 / 8}
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,11 @@ class LoadedData:
     def flip_ok(self) -> bool:
         """Whether horizontal flips preserve labels (the proxy trainer's default)."""
         return FLIP_OK[self.spec.dataset]
+
+    @property
+    def crop_pad(self) -> int:
+        """Default random-crop padding in pixels at this ``img_size``."""
+        return int(self.train_x.shape[1] * CROP_PAD_FRAC[self.spec.dataset])
 
     @property
     def train(self) -> TensorDataset:

@@ -1,0 +1,445 @@
+"""Proxy training: a short, fixed-budget training run whose validation accuracy ranks candidates.
+
+Recipe (DeiT-style, shortened; Touvron et al. 2021): AdamW without weight decay on norms,
+biases and position tables, linear warm-up then cosine decay per step, label smoothing,
+gradient clipping, random-crop-with-padding and (where labels allow it) horizontal-flip
+augmentation. bf16 autocast on CUDA, fp32 on CPU.
+
+Speed: the whole dataset sits on the device as ``uint8 (N, H, W, C)``; each step is one
+``randperm`` slice, one gather that crops (and flips) the whole batch at once, and one affine
+normalisation; there is no ``DataLoader`` and no host sync per step. The running loss and the
+first non-finite step are accumulated on the device and read once per epoch (or every
+``check_every`` steps).
+
+Contract with the caller (the search):
+
+- ``on_epoch(epoch, val_acc, val_loss)`` runs after each epoch's validation. Returning
+  ``True`` or raising ``StopTraining`` ends the run with ``status="stopped"`` (a pruned trial);
+  any other exception (e.g. ``optuna.TrialPruned``) propagates after memory is released.
+- ``ProxyResult.status`` is ``"ok"``, ``"stopped"``, ``"diverged"`` (non-finite loss),
+  ``"oom"`` (out of memory; the process can go on) or ``"timeout"``; ``reason`` is one line.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from evaluators.data import LoadedData, norm_affine
+from nas.errors import NasError
+
+STATUSES = ("ok", "stopped", "diverged", "oom", "timeout")
+
+
+class StopTraining(Exception):
+    """Raise from ``on_epoch`` to end training early (``status="stopped"``, reason = the message)."""
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The proxy-training recipe.
+
+    Args:
+        epochs: training epochs (passes over the training split, last partial batch dropped).
+        steps: if set, the budget in optimiser steps instead of ``epochs``; validation still
+            runs at every epoch boundary and at the end.
+        batch_size / eval_batch_size: images per training / validation step.
+        lr, weight_decay, betas: AdamW. ``warmup_frac`` of the steps warm up linearly, then
+            cosine decay to ``min_lr_ratio * lr``.
+        label_smoothing: cross-entropy label smoothing.
+        grad_clip: max global grad norm (None: off).
+        crop_pad: random crop after zero padding by this many pixels (None: the dataset's
+            default, ``img_size // 8``, ``img_size // 16`` for digits; 0: off).
+        flip: horizontal flips (None: the dataset's default, off for digits).
+        precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"bf16"`` or ``"fp32"``.
+        channels_last: ``"auto"`` (on CUDA), True or False.
+        time_limit_s: wall-clock budget of one run (None: unlimited); ``status="timeout"``.
+        check_every: read the loss for NaN/inf every this many steps (0: at epoch ends only).
+        seed: seeds batch order, augmentation and dropout (the model's init is the caller's).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        count_flops: count the model's forward MACs for ``train_flops`` when not given.
+    """
+
+    epochs: int = 5
+    steps: int | None = None
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_frac: float = 0.1
+    min_lr_ratio: float = 0.01
+    label_smoothing: float = 0.1
+    grad_clip: float | None = 1.0
+    crop_pad: int | None = None
+    flip: bool | None = None
+    precision: str = "auto"
+    channels_last: bool | str = "auto"
+    time_limit_s: float | None = None
+    check_every: int = 0
+    seed: int = 0
+    device: str = "auto"
+    count_flops: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise NasError(f"proxy epochs must be at least 1, got {self.epochs}")
+        if self.steps is not None and self.steps < 1:
+            raise NasError(f"proxy steps must be positive (or None to use epochs), got {self.steps}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise NasError("proxy batch_size and eval_batch_size must be positive")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise NasError(f"proxy lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+        if not 0 <= self.warmup_frac < 1:
+            raise NasError(f"proxy warmup_frac must be in [0, 1), got {self.warmup_frac}")
+        if not 0 <= self.label_smoothing < 1:
+            raise NasError(f"proxy label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise NasError(f"proxy precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.channels_last not in ("auto", True, False):
+            raise NasError(f"proxy channels_last must be 'auto', true or false, got {self.channels_last!r}")
+        if self.crop_pad is not None and self.crop_pad < 0:
+            raise NasError(f"proxy crop_pad must be >= 0, got {self.crop_pad}")
+        if self.time_limit_s is not None and self.time_limit_s <= 0:
+            raise NasError(f"proxy time_limit_s must be positive, got {self.time_limit_s}")
+
+
+@dataclass
+class ProxyResult:
+    """What one proxy-training run produced.
+
+    ``accuracy``/``loss`` are the last validation's top-1 (in [0, 1]) and loss (None when no
+    epoch finished); ``train_flops`` counts multiply-accumulates (DESIGN's "FLOPs") as
+    3 x forward MACs x images trained (forward + backward); None when the model could not be
+    counted.
+    """
+
+    status: str
+    reason: str | None
+    accuracy: float | None
+    loss: float | None
+    accuracy_per_epoch: list[float] = field(default_factory=list)
+    loss_per_epoch: list[float] = field(default_factory=list)
+    train_loss_per_epoch: list[float] = field(default_factory=list)
+    epochs: int = 0
+    epoch_budget: int = 0
+    steps: int = 0
+    images: int = 0
+    wall_time_s: float = 0.0
+    train_time_s: float = 0.0
+    images_per_s: float = 0.0
+    flops_per_image: int | None = None
+    train_flops: int | None = None
+    device: str = "cpu"
+    precision: str = "fp32"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def best_accuracy(self) -> float | None:
+        return max(self.accuracy_per_epoch) if self.accuracy_per_epoch else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The store's trial attributes (``nas.attrs`` names) this result fills."""
+        from nas import attrs
+
+        out: dict[str, Any] = {
+            attrs.ACCURACY_PER_EPOCH: self.accuracy_per_epoch,
+            attrs.LOSS_PER_EPOCH: self.loss_per_epoch,
+            attrs.EPOCHS: self.epochs,
+            attrs.EPOCH_BUDGET: self.epoch_budget,
+            attrs.TRAIN_TIME_S: self.wall_time_s,
+            attrs.DEVICE: self.device,
+        }
+        if self.accuracy is not None:
+            out[attrs.ACCURACY] = self.accuracy
+        if self.reason:
+            out[attrs.FAILURE] = self.reason
+        return out
+
+
+OnEpoch = Callable[[int, float, float], "bool | None"]
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise NasError(f"proxy device {name!r} asked for but CUDA is not available; use 'cpu' or 'auto'")
+    return dev
+
+
+def forward_macs(model: nn.Module, in_chans: int, img_size: int) -> int | None:
+    """Forward multiply-accumulates of one image (``evaluators.count_flops``; fvcore as a
+    fallback while that is missing). None if the model cannot be traced."""
+    was_training = model.training
+    try:
+        model.eval()
+        try:
+            from evaluators.flops import count_flops
+        except ImportError:
+            count_flops = None
+        if count_flops is not None:
+            return int(count_flops(model, input_size=(in_chans, img_size, img_size)))
+        from fvcore.nn import FlopCountAnalysis
+
+        p = next(model.parameters())
+        x = torch.zeros(1, in_chans, img_size, img_size, device=p.device, dtype=p.dtype)
+        fca = FlopCountAnalysis(model, x)
+        fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        return int(fca.total())
+    except Exception:  # a model fvcore cannot trace still trains; train_flops is then None
+        return None
+    finally:
+        model.train(was_training)
+
+
+def cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Multiplier of the base lr at ``step``: linear warm-up then cosine to ``min_ratio``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no decay on 1-D tensors (norms, biases, LayerScale) or ``no_weight_decay()``."""
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name in skip or name.split(".")[0] in skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class DeviceBatches:
+    """The dataset on the device as ``uint8``, batched by indexing, augmented per batch.
+
+    ``crop(idx, gen)`` returns a normalised ``float32 (B, C, H, W)`` batch in channels_last
+    memory: one gather from the zero-padded images does the random crop and the flip for the
+    whole batch.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, mean, std, device: torch.device, pad: int,
+                 flip: bool) -> None:
+        self.n, self.h, self.w, self.c = x.shape
+        self.pad, self.flip, self.device = pad, flip, device
+        x = x.to(device)
+        self.x = F.pad(x, (0, 0, pad, pad, pad, pad)) if pad else x  # (N, H+2p, W+2p, C) uint8
+        self.y = y.to(device)
+        self.scale, self.shift = norm_affine(mean, std, device)
+        self.rows = torch.arange(self.h, device=device)
+        self.cols = torch.arange(self.w, device=device)
+
+    def augmented(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        b = idx.shape[0]
+        if self.pad or self.flip:
+            dy = torch.randint(0, 2 * self.pad + 1, (b, 1), device=self.device, generator=gen)
+            dx = torch.randint(0, 2 * self.pad + 1, (b, 1), device=self.device, generator=gen)
+            cols = self.cols.expand(b, -1)
+            if self.flip:
+                mirror = torch.rand(b, 1, device=self.device, generator=gen) < 0.5
+                cols = torch.where(mirror, self.w - 1 - cols, cols)
+            rows = self.rows + dy  # (B, H)
+            cols = cols + dx  # (B, W)
+            xb = self.x[idx[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+        else:
+            xb = self.x[idx]
+        return self._norm(xb), self.y[idx]
+
+    def plain(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.pad
+        xb = self.x[start:stop, p:p + self.h, p:p + self.w] if p else self.x[start:stop]
+        return self._norm(xb), self.y[start:stop]
+
+    def _norm(self, xb: torch.Tensor) -> torch.Tensor:
+        return xb.permute(0, 3, 1, 2).float() * self.scale + self.shift  # (B, C, H, W), channels_last
+
+
+class ProxyTrainer:
+    """Trains a built model for ``config``'s budget on ``LoadedData``; see the module docstring.
+
+    Example::
+
+        data = load_dataset(DataSpec("digits", img_size=32))
+        model = build_model(spec, num_classes=data.num_classes, img_size=32)
+        result = ProxyTrainer(ProxyConfig(epochs=5)).fit(model, data, on_epoch=report)
+    """
+
+    def __init__(self, config: ProxyConfig | None = None) -> None:
+        self.config = config or ProxyConfig()
+
+    def fit(self, model: nn.Module, data: LoadedData, on_epoch: OnEpoch | None = None,
+            flops_per_image: int | None = None) -> ProxyResult:
+        cfg = self.config
+        device = _resolve_device(cfg.device)
+        t_start = time.perf_counter()
+        n_train = len(data.train_y)
+        bs = min(cfg.batch_size, n_train)
+        steps_per_epoch = max(1, n_train // bs)
+        total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
+        epoch_budget = math.ceil(total_steps / steps_per_epoch)
+        bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+        channels_last = cfg.channels_last is True or (cfg.channels_last == "auto" and device.type == "cuda")
+        img = data.train_x.shape[1]
+        in_chans = data.train_x.shape[-1]
+        result = ProxyResult(status="ok", reason=None, accuracy=None, loss=None, epoch_budget=epoch_budget,
+                             device=str(device), precision="bf16" if bf16 else "fp32")
+        if flops_per_image is None and cfg.count_flops:
+            flops_per_image = forward_macs(model, in_chans, img)
+        result.flops_per_image = flops_per_image
+
+        pad = data.crop_pad if cfg.crop_pad is None else cfg.crop_pad
+        flip = data.flip_ok if cfg.flip is None else cfg.flip
+        oom_at: str | None = None
+        opt = train = val = xb = yb = logits = loss = None
+        try:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(cfg.seed)
+                model.to(device)
+                if channels_last:
+                    model.to(memory_format=torch.channels_last)
+                train = DeviceBatches(data.train_x, data.train_y, data.mean, data.std, device, pad, flip)
+                val = DeviceBatches(data.val_x, data.val_y, data.mean, data.std, device, 0, False)
+                gen = torch.Generator(device=device).manual_seed(cfg.seed)
+                opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,
+                                        fused=device.type == "cuda")
+                warmup = round(cfg.warmup_frac * total_steps)
+                sched = torch.optim.lr_scheduler.LambdaLR(
+                    opt, lambda s: cosine_lr(s, total_steps, warmup, cfg.min_lr_ratio))
+                autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+                t_train = 0.0
+                step = 0
+                epoch = 0
+                while step < total_steps:
+                    epoch += 1
+                    t_ep = time.perf_counter()
+                    model.train()
+                    loss_sum = torch.zeros((), device=device)
+                    bad_step = torch.full((), -1, dtype=torch.int64, device=device)
+                    bad_val = torch.zeros((), device=device)
+                    perm = torch.randperm(n_train, device=device, generator=gen)
+                    n_steps = min(steps_per_epoch, total_steps - step)
+                    stop = None
+                    done = 0
+                    for i in range(n_steps):
+                        idx = perm[i * bs:(i + 1) * bs]
+                        try:
+                            xb, yb = train.augmented(idx, gen)  # (B, C, H, W)
+                            with autocast:
+                                logits = model(xb)
+                                loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+                            opt.zero_grad(set_to_none=True)
+                            loss.backward()
+                            if cfg.grad_clip:
+                                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                            opt.step()
+                        except torch.OutOfMemoryError:
+                            oom_at = f"oom at batch {step} (epoch {epoch}, batch size {bs})"
+                            break
+                        sched.step()
+                        step += 1
+                        done += 1
+                        ld = loss.detach()
+                        loss_sum += ld
+                        first = (bad_step < 0) & ~torch.isfinite(ld)
+                        bad_step = torch.where(first, step - 1, bad_step)
+                        bad_val = torch.where(first, ld, bad_val)
+                        if cfg.check_every and step % cfg.check_every == 0 and int(bad_step) >= 0:
+                            stop = "diverged"
+                            break
+                        if cfg.time_limit_s is not None and time.perf_counter() - t_start > cfg.time_limit_s:
+                            stop = "timeout"
+                            break
+                    if oom_at is not None:
+                        break
+                    mean_loss = float(loss_sum) / max(1, done)  # one sync per epoch
+                    t_train += time.perf_counter() - t_ep
+                    result.steps = step
+                    result.images = step * bs
+                    if int(bad_step) >= 0:
+                        kind = "nan" if math.isnan(float(bad_val)) else "inf"
+                        s = int(bad_step)
+                        result.status = "diverged"
+                        result.reason = (f"loss became {kind} at epoch {s // steps_per_epoch + 1} "
+                                         f"step {s % steps_per_epoch + 1}")
+                        break
+                    if stop == "timeout":
+                        result.status = "timeout"
+                        result.reason = (f"time limit {cfg.time_limit_s:g}s reached after "
+                                         f"{result.epochs} of {epoch_budget} epochs")
+                        break
+                    try:
+                        acc, vloss = self._evaluate(model, val, cfg.eval_batch_size, autocast)
+                    except torch.OutOfMemoryError:
+                        oom_at = f"oom at eval batch (epoch {epoch}, eval batch size {cfg.eval_batch_size})"
+                        break
+                    result.epochs = epoch
+                    result.accuracy, result.loss = acc, vloss
+                    result.accuracy_per_epoch.append(acc)
+                    result.loss_per_epoch.append(vloss)
+                    result.train_loss_per_epoch.append(mean_loss)
+                    if on_epoch is not None:
+                        try:
+                            if on_epoch(epoch, acc, vloss) is True:
+                                result.status, result.reason = "stopped", f"stopped by the callback after epoch {epoch}"
+                                break
+                        except StopTraining as e:
+                            result.status = "stopped"
+                            result.reason = str(e) or f"stopped by the callback after epoch {epoch}"
+                            break
+                    if cfg.time_limit_s is not None and time.perf_counter() - t_start > cfg.time_limit_s \
+                            and step < total_steps:
+                        result.status = "timeout"
+                        result.reason = (f"time limit {cfg.time_limit_s:g}s reached after "
+                                         f"{result.epochs} of {epoch_budget} epochs")
+                        break
+                result.train_time_s = t_train
+        finally:
+            # Drop every reference to activations, grads and optimiser state before returning,
+            # so an OOM (or an exception from the callback) leaves the device usable.
+            opt = train = val = xb = yb = logits = loss = None
+            model.zero_grad(set_to_none=True)
+            if oom_at is not None or device.type == "cuda":
+                gc.collect()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+        if oom_at is not None:
+            result.status, result.reason = "oom", oom_at
+        result.wall_time_s = time.perf_counter() - t_start
+        result.images = result.steps * bs
+        result.images_per_s = result.images / result.train_time_s if result.train_time_s > 0 else 0.0
+        if flops_per_image is not None:
+            result.train_flops = 3 * flops_per_image * result.images
+        return result
+
+    @staticmethod
+    @torch.inference_mode()
+    def _evaluate(model: nn.Module, val: DeviceBatches, batch: int, autocast) -> tuple[float, float]:
+        """Top-1 and mean cross-entropy (no smoothing) on the whole validation split; one sync."""
+        model.eval()
+        correct = torch.zeros((), dtype=torch.int64, device=val.device)
+        loss_sum = torch.zeros((), device=val.device)
+        for start in range(0, val.n, batch):
+            xb, yb = val.plain(start, min(val.n, start + batch))
+            with autocast:
+                logits = model(xb).float()
+            loss_sum += F.cross_entropy(logits, yb, reduction="sum")
+            correct += (logits.argmax(-1) == yb).sum()
+        c, s = torch.stack([correct.double(), loss_sum.double()]).tolist()
+        return c / val.n, s / val.n

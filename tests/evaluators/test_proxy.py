@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from evaluators.data import DataSpec, load_dataset
+from evaluators.proxy import DeviceBatches, ProxyConfig, ProxyTrainer, StopTraining, cosine_lr
+from nas import attrs
+from nas.errors import NasError
+from search_space import build_model
+from search_space.genome import ArchSpec, StageSpec, StemSpec
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: tiny models on a shared 2-core machine run several times faster."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset(DataSpec(img_size=16, subset=256, val_size=128))
+
+
+def tiny_spec(mixer: str = "attention", knobs=None) -> ArchSpec:
+    knobs = {"num_heads": 2} if knobs is None else knobs
+    return ArchSpec(stem=StemSpec("patchify", 4),
+                    stages=(StageSpec(depth=1, dim=32, mixer=mixer, mixer_knobs=knobs, pos="abs"),),
+                    num_classes=10, img_size=16)
+
+
+def tiny_model(seed: int = 0, mixer: str = "attention", knobs=None) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model(tiny_spec(mixer, knobs))
+
+
+class Faulty(nn.Module):
+    """Wraps a model; on the ``at``-th training forward call it returns NaN logits or raises."""
+
+    def __init__(self, inner: nn.Module, at: int, fault: str, sleep: float = 0.0) -> None:
+        super().__init__()
+        self.inner, self.at, self.fault, self.sleep, self.calls = inner, at, fault, sleep, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.sleep:
+            time.sleep(self.sleep)
+        if self.training:
+            self.calls += 1
+            if self.calls >= self.at and self.fault == "nan":
+                return self.inner(x) * float("nan")
+            if self.calls == self.at and self.fault == "oom":
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return self.inner(x)
+
+
+CFG = ProxyConfig(epochs=2, batch_size=64, device="cpu", count_flops=False)
+
+
+def test_same_seed_same_result_to_the_last_digit(data):
+    a = ProxyTrainer(CFG).fit(tiny_model(), data)
+    b = ProxyTrainer(CFG).fit(tiny_model(), data)
+    c = ProxyTrainer(ProxyConfig(epochs=2, batch_size=64, device="cpu", count_flops=False, seed=1)).fit(
+        tiny_model(), data)
+    assert a.status == "ok" and a.epochs == 2 and a.steps == 8 and a.images == 512
+    assert a.accuracy == b.accuracy and a.loss_per_epoch == b.loss_per_epoch
+    assert a.train_loss_per_epoch == b.train_loss_per_epoch
+    assert a.train_loss_per_epoch != c.train_loss_per_epoch  # the seed drives order + augmentation
+    assert a.images_per_s > 0 and a.wall_time_s >= a.train_time_s > 0
+
+
+def test_learns_digits():
+    full = load_dataset(DataSpec(img_size=16))
+    cfg = ProxyConfig(epochs=4, batch_size=64, device="cpu", count_flops=False)
+    r = ProxyTrainer(cfg).fit(tiny_model(mixer="sepconv", knobs={}), full)
+    assert r.status == "ok" and len(r.accuracy_per_epoch) == 4
+    assert r.accuracy > 0.35, r.accuracy_per_epoch  # chance is 0.1
+    assert r.train_loss_per_epoch[-1] < r.train_loss_per_epoch[0]
+
+
+def test_flops_and_attrs(data):
+    r = ProxyTrainer(ProxyConfig(steps=3, batch_size=32, device="cpu")).fit(tiny_model(), data)
+    assert r.steps == 3 and r.epochs == 1 and r.epoch_budget == 1 and r.images == 96
+    assert r.flops_per_image and r.flops_per_image > 100_000
+    assert r.train_flops == 3 * r.flops_per_image * 96
+    a = r.to_attrs()
+    assert a[attrs.ACCURACY] == r.accuracy and a[attrs.EPOCHS] == 1 and attrs.FAILURE not in a
+    given = ProxyTrainer(ProxyConfig(steps=1, batch_size=32, device="cpu")).fit(tiny_model(), data,
+                                                                            flops_per_image=1000)
+    assert given.train_flops == 3 * 1000 * 32
+
+
+def test_callback_sees_every_epoch_and_can_stop(data):
+    seen = []
+    r = ProxyTrainer(ProxyConfig(epochs=3, batch_size=64, device="cpu", count_flops=False)).fit(
+        tiny_model(), data, on_epoch=lambda e, acc, loss: seen.append((e, acc, loss)))
+    assert [s[0] for s in seen] == [1, 2, 3] and [s[1] for s in seen] == r.accuracy_per_epoch
+    r = ProxyTrainer(CFG).fit(tiny_model(), data, on_epoch=lambda e, a, l: True)
+    assert r.status == "stopped" and r.epochs == 1 and "after epoch 1" in r.reason
+
+    def prune(e, a, l):
+        raise StopTraining("pruned at epoch 1: below median")
+
+    r = ProxyTrainer(CFG).fit(tiny_model(), data, on_epoch=prune)
+    assert r.status == "stopped" and r.reason == "pruned at epoch 1: below median"
+
+    class Other(Exception):
+        pass
+
+    def boom(e, a, l):
+        raise Other()
+
+    with pytest.raises(Other):  # e.g. optuna.TrialPruned goes straight through
+        ProxyTrainer(CFG).fit(tiny_model(), data, on_epoch=boom)
+
+
+def test_nan_loss_stops_with_the_step(data):
+    # 4 steps per epoch; the 7th training forward is epoch 2, step 3
+    r = ProxyTrainer(CFG).fit(Faulty(tiny_model(), at=7, fault="nan"), data)
+    assert r.status == "diverged" and r.reason == "loss became nan at epoch 2 step 3"
+    assert r.epochs == 1 and len(r.accuracy_per_epoch) == 1
+    cfg = ProxyConfig(epochs=5, batch_size=64, device="cpu", count_flops=False, check_every=2)
+    m = Faulty(tiny_model(), at=2, fault="nan")
+    r = ProxyTrainer(cfg).fit(m, data)
+    assert r.reason == "loss became nan at epoch 1 step 2" and m.calls == 2  # stopped at once
+
+
+def test_oom_is_reported_and_the_process_goes_on(data):
+    r = ProxyTrainer(CFG).fit(Faulty(tiny_model(), at=3, fault="oom"), data)
+    assert r.status == "oom" and r.reason.startswith("oom at batch 2")
+    assert r.accuracy is None and r.epochs == 0
+    ok = ProxyTrainer(CFG).fit(tiny_model(), data)  # the next candidate trains normally
+    assert ok.status == "ok"
+
+
+def test_time_limit(data):
+    cfg = ProxyConfig(epochs=50, batch_size=64, device="cpu", count_flops=False, time_limit_s=0.6)
+    r = ProxyTrainer(cfg).fit(Faulty(tiny_model(), at=10**9, fault="none", sleep=0.05), data)
+    assert r.status == "timeout" and r.epochs < 50 and "time limit" in r.reason
+    assert r.wall_time_s < 5
+
+
+def test_augmentation_crop_and_flip_are_label_preserving_shifts(data):
+    x, y = data.train_x[:16], data.train_y[:16]
+    plain = DeviceBatches(x, y, data.mean, data.std, torch.device("cpu"), pad=0, flip=False)
+    ref, _ = plain.plain(0, 16)
+    idx = torch.arange(16)
+    same, yy = plain.augmented(idx, torch.Generator().manual_seed(0))
+    assert torch.equal(same, ref) and torch.equal(yy, y)
+    flip = DeviceBatches(x, y, data.mean, data.std, torch.device("cpu"), pad=0, flip=True)
+    out, _ = flip.augmented(idx, torch.Generator().manual_seed(0))
+    mirrored = [torch.equal(o, r.flip(-1)) and not torch.equal(o, r) for o, r in zip(out, ref)]
+    kept = [torch.equal(o, r) for o, r in zip(out, ref)]
+    assert all(m or k for m, k in zip(mirrored, kept)) and any(mirrored) and any(kept)
+    crop = DeviceBatches(x, y, data.mean, data.std, torch.device("cpu"), pad=2, flip=False)
+    out, _ = crop.augmented(idx, torch.Generator().manual_seed(0))
+    assert out.shape == ref.shape and not torch.equal(out, ref)
+    pad_value = crop.shift.view(-1)[0]  # a zero pixel, normalised
+    for o, r in zip(out, ref):  # each output is the reference shifted by (dy, dx) in [-2, 2]
+        hits = []
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                s = torch.full_like(r, float(pad_value))
+                s[:, max(0, -dy):16 - max(0, dy), max(0, -dx):16 - max(0, dx)] = \
+                    r[:, max(0, dy):16 - max(0, -dy), max(0, dx):16 - max(0, -dx)]
+                hits.append(torch.allclose(s, o))
+        assert any(hits)
+
+
+def test_schedule_and_config_errors():
+    lrs = [cosine_lr(s, 100, 10, 0.01) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0) and lrs[-1] < 0.02 and all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    with pytest.raises(NasError, match="precision"):
+        ProxyConfig(precision="fp16")
+    with pytest.raises(NasError, match="epochs"):
+        ProxyConfig(epochs=0)
