@@ -9,9 +9,16 @@ from __future__ import annotations
 from operators import (  # noqa: F401  (imported to register)
     attention,
     channel_attention,
+    cvt,
     downsample,
+    focal,
     identity,
+    lka,
+    longformer,
+    lsh,
+    maxvit,
     mlp,
+    outlook,
     pooling,
     pos_absolute,
     pos_conditional,
@@ -20,10 +27,14 @@ from operators import (  # noqa: F401  (imported to register)
     pos_relative,
     pos_rope,
     sepconv,
+    shift,
+    shuffle_window,
     spatial_reduction,
     stem_t2t,
     stems,
+    talking_heads,
     window_attention,
+    xcit,
 )
 from operators.base import AttnPosEncoding, GridPosEncoding, Knob, TokenMixer, attend
 from operators.block import UnifiedBlock
