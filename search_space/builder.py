@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from search_space.genome import ArchSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_CHECKPOINT_EXTS = (".safetensors", ".pth", ".pth.tar", ".pt", ".bin", ".ckpt")  # what timm's local-dir loads
 
 
 class NasStage(nn.Module):
@@ -207,7 +209,8 @@ def pretrained_cfg_for(spec: ArchSpec) -> dict[str, Any]:
     return dict(
         input_size=(spec.in_chans, spec.img_size, spec.img_size), num_classes=spec.num_classes,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bicubic", crop_pct=0.9,
-        first_conv=STEMS.get(spec.stem.kind).first_conv, classifier="head.fc",
+        first_conv=STEMS.get(spec.stem.kind).first_conv,
+        classifier="head.fc.3" if spec.head.mlp_ratio else "head.fc",  # an MLP head's last Linear
     )
 
 
@@ -223,6 +226,15 @@ def create_nasnet(variant: str, spec: ArchSpec | dict | str, pretrained: bool = 
         changes["img_size"] = int(changes["img_size"][0])
     spec = spec.replace(**changes) if changes else spec
     overlay = pretrained_cfg_for(spec)
+    source = kwargs.get("pretrained_cfg")
+    if isinstance(source, dict):  # weights described by a config (local-dir:, hf-hub:, an export)
+        # keep the checkpoint's classes and channels so timm drops a classifier of another size
+        overlay["num_classes"] = source.get("num_classes", overlay["num_classes"])
+        overlay["input_size"] = (*(source.get("input_size") or overlay["input_size"])[:1], *overlay["input_size"][1:])
+        folder = source.get("file") if source.get("source") == "local-dir" else None
+        if pretrained and folder and not any(Path(folder).glob(f"*{ext}") for ext in _CHECKPOINT_EXTS):
+            raise ValueError(f"{folder} holds no weights (exported without --weights): create the model with "
+                             "pretrained=False, or export again with weights")
     overlay.update(kwargs.pop("pretrained_cfg_overlay", None) or {})
     for k in ("num_classes", "in_chans"):
         kwargs.pop(k, None)

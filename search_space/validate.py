@@ -13,8 +13,9 @@ def validate(spec: ArchSpec) -> None:
     from operators import CHANNEL_ATTNS, CHANNEL_MLPS, DOWNSAMPLERS, MIXERS, POS_ENCODINGS, STEMS
 
     for name in ("num_classes", "in_chans", "img_size"):
-        if getattr(spec, name) <= 0:
-            raise ValueError(f"genome.{name} must be positive, got {getattr(spec, name)}")
+        if getattr(spec, name) <= 0 and not (name == "num_classes" and spec.num_classes == 0):
+            raise ValueError(f"genome.{name} must be positive (num_classes may be 0: no classifier), "
+                             f"got {getattr(spec, name)}")
     if spec.stem.kind not in STEMS:
         raise ValueError(f"stem.kind: {STEMS.unknown_message(spec.stem.kind)}")
     stem_cls = STEMS.get(spec.stem.kind)
