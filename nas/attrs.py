@@ -31,6 +31,7 @@ REUSED_FROM = "reused_from"        # trial number whose result was reused for th
 FAILURE = "failure_reason"         # one line, for FAILED/PRUNED trials (str)
 DEVICE = "device"                  # device the trial ran on (str)
 CODE_VERSION = "code_version"      # package version + git commit when known (str)
+WEIGHTS = "weights_path"           # proxy-trained state dict file (safetensors/torch), when saved; `nas export --weights`
 
 # --- study user attributes --------------------------------------------------------------
 STUDY_SPEC = "study_spec"          # the StudySpec as JSON (str)
