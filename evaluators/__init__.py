@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "ProxyResult": "evaluators.proxy",
     "ProxyTrainer": "evaluators.proxy",
     "StopTraining": "evaluators.proxy",
+    "zero_cost_scores": "evaluators.zero_cost",
 }
 
 
