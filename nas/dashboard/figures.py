@@ -1,0 +1,256 @@
+"""Plain records (``nas.dashboard.data``) -> plotly figures. No store access here.
+
+Large point clouds are drawn with WebGL (``Scattergl``) above ``WEBGL_ABOVE`` points so the
+page stays responsive with thousands of trials.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from nas.dashboard.data import AXES, AXIS_LABELS
+
+WEBGL_ABOVE = 1000
+CATEGORY_STYLE: dict[str, dict[str, Any]] = {
+    # category -> marker style; the order is the legend's
+    "front": {"color": "#d62728", "size": 10, "symbol": "circle", "name": "Pareto front"},
+    "dominated": {"color": "#1f77b4", "size": 6, "symbol": "circle", "name": "dominated (feasible)"},
+    "excluded": {"color": "#9ecae1", "size": 5, "symbol": "circle-open",
+                 "name": "not eligible (stopped early / repeated genome)"},
+    "infeasible": {"color": "#7f7f7f", "size": 6, "symbol": "x", "name": "infeasible (over budget)"},
+}
+MIXER_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                "#bcbd22", "#17becf"]
+
+
+def message_figure(text: str, height: int = 300) -> go.Figure:
+    """A blank figure that says ``text`` (empty study, unknown study, unreachable store)."""
+    fig = go.Figure()
+    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font={"size": 15})
+    fig.update_layout(xaxis={"visible": False}, yaxis={"visible": False}, height=height,
+                      margin={"l": 20, "r": 20, "t": 20, "b": 20}, template="plotly_white")
+    return fig
+
+
+def _scatter_cls(n: int):
+    return go.Scattergl if n > WEBGL_ABOVE else go.Scatter
+
+
+def _fmt(name: str, v: Any) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if name in ("flops", "params"):
+        return f"{v / 1e9:.3g} G" if v >= 1e9 else f"{v / 1e6:.3g} M"
+    if name == "accuracy":
+        return f"{100 * v:.2f}%"
+    return f"{v:.4g}"
+
+
+def _hover(r: dict[str, Any], names: Sequence[str]) -> str:
+    parts = [f"trial {r['number']} ({r['category']})"]
+    parts += [f"{n}: {_fmt(n, r.get(n))}" for n in names]
+    if r.get("summary"):
+        parts.append(r["summary"])
+    return "<br>".join(parts)
+
+
+def pareto_figure(rows: Sequence[dict[str, Any]], front2d: Sequence[dict[str, Any]], x: str, y: str, *,
+                  references: Sequence[dict[str, Any]] = (), title: str = "") -> go.Figure:
+    """2D front: front members, dominated, not eligible and infeasible trials told apart; the
+    pair's own front drawn as a staircase line; reference models on the same axes (with no
+    accuracy, a model on an accuracy plot is a dashed line at its cost)."""
+    pts = [r for r in rows if r["category"] in CATEGORY_STYLE and _num(r.get(x)) and _num(r.get(y))]
+    Scatter = _scatter_cls(len(pts))
+    fig = go.Figure()
+    for cat, style in CATEGORY_STYLE.items():
+        sub = [r for r in pts if r["category"] == cat]
+        fig.add_trace(Scatter(
+            x=[r[x] for r in sub], y=[r[y] for r in sub], mode="markers", name=f"{style['name']} ({len(sub)})",
+            customdata=[r["number"] for r in sub], hovertext=[_hover(r, (x, y)) for r in sub], hoverinfo="text",
+            marker={"color": style["color"], "size": style["size"], "symbol": style["symbol"],
+                    "line": {"width": 1, "color": "white"} if cat == "front" else None},
+            meta={"category": cat},
+        ))
+    if front2d:
+        fig.add_trace(go.Scatter(x=[p[x] for p in front2d], y=[p[y] for p in front2d], mode="lines",
+                                 line={"color": "#d62728", "width": 1.5, "shape": "hv"}, hoverinfo="skip",
+                                 name=f"front of {x} vs {y}", meta={"category": "front-line"}))
+    _add_references(fig, references, x, y)
+    fig.update_layout(
+        title=title or f"{AXIS_LABELS.get(y, y)} vs {AXIS_LABELS.get(x, x)}",
+        xaxis_title=_axis_title(x), yaxis_title=_axis_title(y), template="plotly_white", height=520,
+        legend={"orientation": "h", "y": -0.18}, margin={"l": 60, "r": 20, "t": 50, "b": 40}, clickmode="event",
+        uirevision=f"{x}-{y}",
+    )
+    if x in ("flops", "params", "latency_ms"):
+        fig.update_xaxes(type="log")
+    if y in ("flops", "params", "latency_ms"):
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def _axis_title(name: str) -> str:
+    better = "higher" if AXES.get(name) == "maximize" else "lower"
+    return f"{AXIS_LABELS.get(name, name)} ({better} is better)"
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _add_references(fig: go.Figure, refs: Sequence[dict[str, Any]], x: str, y: str) -> None:
+    for kind, symbol, color in (("preset", "diamond", "#2ca02c"), ("timm", "star", "#9467bd")):
+        sub = [r for r in refs if r.get("kind") == kind]
+        both = [r for r in sub if _num(r.get(x)) and _num(r.get(y))]
+        if both:
+            fig.add_trace(go.Scatter(
+                x=[r[x] for r in both], y=[r[y] for r in both], mode="markers+text", text=[r["label"] for r in both],
+                textposition="top center", textfont={"size": 10, "color": color},
+                marker={"symbol": symbol, "size": 12, "color": color, "line": {"width": 1, "color": "black"}},
+                name=f"{kind} references", hovertext=[f"{r['name']}<br>{x}: {_fmt(x, r[x])}<br>{y}: {_fmt(y, r[y])}"
+                                                      for r in both],
+                hoverinfo="text", meta={"category": f"ref-{kind}"}))
+        # a cost is known but the accuracy was not measured with this study's recipe
+        for r in sub:
+            if r in both:
+                continue
+            if y == "accuracy" and _num(r.get(x)):
+                fig.add_vline(x=r[x], line={"dash": "dot", "color": color, "width": 1},
+                              annotation={"text": r["label"], "textangle": -90, "font": {"size": 9, "color": color}})
+            elif x == "accuracy" and _num(r.get(y)):
+                fig.add_hline(y=r[y], line={"dash": "dot", "color": color, "width": 1},
+                              annotation={"text": r["label"], "font": {"size": 9, "color": color}})
+
+
+def pareto3d_figure(rows: Sequence[dict[str, Any]], axes: Sequence[str]) -> go.Figure:
+    """The 3D front for three objectives (front members in red, the rest faint)."""
+    a, b, c = axes
+    fig = go.Figure()
+    for cat, style in CATEGORY_STYLE.items():
+        sub = [r for r in rows if r["category"] == cat and all(_num(r.get(k)) for k in axes)]
+        fig.add_trace(go.Scatter3d(
+            x=[r[a] for r in sub], y=[r[b] for r in sub], z=[r[c] for r in sub], mode="markers",
+            name=f"{style['name']} ({len(sub)})", customdata=[r["number"] for r in sub],
+            hovertext=[_hover(r, axes) for r in sub], hoverinfo="text",
+            marker={"color": style["color"], "size": 5 if cat == "front" else 2.5,
+                    "opacity": 1.0 if cat == "front" else 0.35}))
+    fig.update_layout(scene={"xaxis_title": a, "yaxis_title": b, "zaxis_title": c}, template="plotly_white",
+                      height=520, title=f"3D front: {a}, {b}, {c}", margin={"l": 0, "r": 0, "t": 40, "b": 0},
+                      uirevision="3d")
+    return fig
+
+
+def hypervolume_figure(hv: dict[str, Any]) -> go.Figure:
+    """Hypervolume over trials and over wall time (two panels)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("over trials", "over wall time"))
+    bt, bw = hv.get("by_trial") or [], hv.get("by_time") or []
+    fig.add_trace(go.Scatter(x=[p["trial"] for p in bt], y=[p["hypervolume"] for p in bt], mode="lines",
+                             line={"shape": "hv", "color": "#d62728"}, name="by trial"), row=1, col=1)
+    hours = [p["elapsed_s"] / 3600 if p.get("elapsed_s") is not None else None for p in bw]
+    fig.add_trace(go.Scatter(x=hours, y=[p["hypervolume"] for p in bw], mode="lines",
+                             line={"shape": "hv", "color": "#1f77b4"}, name="by wall time"), row=1, col=2)
+    fig.update_xaxes(title_text="trial number", row=1, col=1)
+    fig.update_xaxes(title_text="hours since the first trial started", row=1, col=2)
+    fig.update_yaxes(title_text="hypervolume", row=1, col=1)
+    ref = hv.get("reference_point")
+    fig.update_layout(template="plotly_white", height=330, showlegend=False,
+                      title=f"Hypervolume (reference point {[float(f'{v:.4g}') for v in ref] if ref else '-'})",
+                      margin={"l": 60, "r": 20, "t": 60, "b": 40})
+    return fig
+
+
+def composition_figure(comp: Sequence[dict[str, Any]]) -> go.Figure:
+    """Share of trials using each mixer / position encoding / stem / shape, front vs. all."""
+    facets = ("mixer", "pos", "stem", "shape")
+    fig = make_subplots(rows=1, cols=4, subplot_titles=("mixer", "position encoding", "stem", "shape"))
+    for i, facet in enumerate(facets, start=1):
+        sub = [c for c in comp if c["facet"] == facet]
+        labels = [c["value"] for c in sub]
+        fig.add_trace(go.Bar(x=labels, y=[c["all_share"] for c in sub], name="all evaluated trials",
+                             marker_color="#9ecae1", showlegend=i == 1,
+                             hovertext=[f"{c['all']} trials" for c in sub]), row=1, col=i)
+        fig.add_trace(go.Bar(x=labels, y=[c["front_share"] for c in sub], name="Pareto front",
+                             marker_color="#d62728", showlegend=i == 1,
+                             hovertext=[f"{c['front']} front members" for c in sub]), row=1, col=i)
+    fig.update_yaxes(tickformat=".0%")
+    fig.update_yaxes(title_text="share", row=1, col=1)
+    fig.update_layout(barmode="group", template="plotly_white", height=330, title="What the front is made of",
+                      legend={"orientation": "h", "y": -0.25}, margin={"l": 60, "r": 20, "t": 60, "b": 40})
+    return fig
+
+
+def importance_figure(imp: Sequence[dict[str, Any]]) -> go.Figure:
+    """Optuna's parameter importance (fANOVA), one group of bars per objective."""
+    if not imp:
+        return message_figure("parameter importance needs at least two evaluated trials with varying parameters",
+                              height=250)
+    objectives = list(dict.fromkeys(i["objective"] for i in imp))
+    params = list(dict.fromkeys(i["param"] for i in sorted(imp, key=lambda i: -i["importance"])))
+    fig = go.Figure()
+    for o in objectives:
+        vals = {i["param"]: i["importance"] for i in imp if i["objective"] == o}
+        fig.add_trace(go.Bar(y=params[::-1], x=[vals.get(p, 0.0) for p in params[::-1]], orientation="h", name=o))
+    fig.update_layout(barmode="group", template="plotly_white", title="Parameter importance per objective (fANOVA)",
+                      xaxis_title="importance (sums to 1 per objective)",
+                      height=max(250, 60 + 22 * len(params) * len(objectives)), margin={"l": 160, "r": 20, "t": 50, "b": 40})
+    return fig
+
+
+def architecture_figure(arch: dict[str, Any]) -> go.Figure:
+    """The stages drawn (box width ~ depth, height ~ width, colour = mixer) and the per-stage
+    FLOPs, parameters and latency."""
+    stages = arch.get("stages") or []
+    if not stages:
+        return message_figure("this trial has no genome", height=250)
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45],
+                        subplot_titles=("stages (box width = depth, height = width)", "per-stage costs"),
+                        specs=[[{}, {"secondary_y": True}]])
+    mixers = list(dict.fromkeys(s["mixer"] for s in stages))
+    color = {m: MIXER_COLORS[i % len(MIXER_COLORS)] for i, m in enumerate(mixers)}
+    x0, max_dim = 0.0, max(s["dim"] or 1 for s in stages)
+    for s in stages:
+        w, h = max(1, s["depth"] or 1), (s["dim"] or 1) / max_dim
+        fig.add_shape(type="rect", x0=x0, x1=x0 + w, y0=-h / 2, y1=h / 2, fillcolor=color[s["mixer"]],
+                      opacity=0.75, line={"color": "black", "width": 1}, row=1, col=1)
+        fig.add_trace(go.Scatter(x=[x0 + w / 2], y=[0], mode="text", text=[f"{s['mixer']}<br>x{s['depth']} @{s['dim']}"],
+                                 textfont={"size": 12, "color": "black"}, showlegend=False, hoverinfo="skip"), row=1, col=1)
+        x0 += w + 0.4
+    fig.update_xaxes(visible=False, row=1, col=1)
+    fig.update_yaxes(visible=False, range=[-0.6, 0.6], row=1, col=1)
+    labels = [f"stage {s['stage']}" for s in stages]
+    if any(s.get("flops") is not None for s in stages):
+        fig.add_trace(go.Bar(x=labels, y=[(s["flops"] or 0) / 1e6 for s in stages], name="MFLOPs (MACs)",
+                             marker_color="#ff7f0e", offsetgroup=0), row=1, col=2)
+    if any(s.get("params") is not None for s in stages):
+        fig.add_trace(go.Bar(x=labels, y=[(s["params"] or 0) / 1e6 for s in stages], name="M params",
+                             marker_color="#2ca02c", offsetgroup=1), row=1, col=2)
+    if any(s.get("latency_ms") is not None for s in stages):
+        fig.add_trace(go.Scatter(x=labels, y=[s["latency_ms"] for s in stages], name="latency (ms)",
+                                 mode="lines+markers", marker_color="#1f77b4"), row=1, col=2, secondary_y=True)
+        fig.update_yaxes(title_text="ms", row=1, col=2, secondary_y=True)
+    fig.update_layout(template="plotly_white", height=320, title=f"trial {arch['number']}: {arch.get('summary') or ''}",
+                      margin={"l": 20, "r": 20, "t": 70, "b": 30}, legend={"orientation": "h", "y": -0.15},
+                      barmode="group")
+    return fig
+
+
+def learning_curve_figure(arch: dict[str, Any]) -> go.Figure:
+    """Validation accuracy (and training loss when stored) per epoch."""
+    acc = arch.get("accuracy_per_epoch") or []
+    if not acc:
+        return message_figure("no learning curve stored for this trial (not trained, or over budget)", height=260)
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(x=list(range(1, len(acc) + 1)), y=acc, mode="lines+markers", name="val accuracy"))
+    loss = arch.get("loss_per_epoch") or []
+    if loss:
+        fig.add_trace(go.Scatter(x=list(range(1, len(loss) + 1)), y=loss, mode="lines", name="train loss",
+                                 line={"dash": "dot"}), secondary_y=True)
+    fig.update_layout(template="plotly_white", height=260, title="learning curve", xaxis_title="epoch",
+                      margin={"l": 50, "r": 20, "t": 40, "b": 40}, legend={"orientation": "h", "y": -0.3})
+    fig.update_yaxes(title_text="accuracy", tickformat=".0%", secondary_y=False)
+    return fig
