@@ -93,8 +93,9 @@ class ExportInfo:
 
 
 def _redact(url: str | None) -> str | None:
-    """A storage URL without its password."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url) if url else url
+    from nas.store import redact
+
+    return redact(url) if url else url
 
 
 # --- names and the registry of exported names --------------------------------------------
@@ -481,21 +482,6 @@ model = timm.create_model("{name}", {load_pre})
 
 
 # --- studies -----------------------------------------------------------------------------
-_METRIC_ATTRS = {"accuracy": attrs.ACCURACY, "flops": attrs.FLOPS, "params": attrs.PARAMS,
-                 "latency_ms": attrs.LATENCY_MS, "latency": attrs.LATENCY_MS}
-_MAXIMIZE_BY_DEFAULT = {"accuracy"}
-
-
-def parse_count(text: str | float | int) -> float:
-    """``"50M"`` -> 5e7; accepts k/M/G/T suffixes and plain numbers."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kKmMgGtT]?)\s*", str(text))
-    if not m:
-        raise NasError(f"cannot read {text!r} as a number; use e.g. 50M, 1.2G, 300k or 5e6")
-    return float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}[m.group(2).lower()]
-
-
 @dataclass
 class Rule:
     """How ``--trial best`` picks: optimise ``metric`` among front members meeting the caps."""
@@ -507,95 +493,78 @@ class Rule:
     max_latency_ms: float | None = None
     min_accuracy: float | None = None
 
+    @classmethod
+    def parse(cls, best_by: str, objectives: list[tuple[str, str]], **caps: float | None) -> Rule:
+        """``"accuracy"`` / ``"latency_ms:min"``: the direction defaults to the study's for an
+        objective, else to ``nas.front.DIRECTIONS`` (accuracy up, costs down)."""
+        from nas.front import DIRECTIONS
+
+        metric, _, direction = best_by.partition(":")
+        if direction not in ("", "max", "min"):
+            raise NasError(f"--best-by {best_by!r}: the direction after ':' must be max or min")
+        known = dict(objectives)
+        if not direction:
+            direction = "max" if known.get(metric, DIRECTIONS.get(metric, "minimize")) == "maximize" else "min"
+        return cls(metric, direction == "max", **caps)
+
     def describe(self) -> str:
-        caps = [f"{k.replace('max_', '').replace('min_', '')} {'<=' if k.startswith('max') else '>='} {v:g}"
+        caps = [f"{k.split('_', 1)[1]} {'<=' if k.startswith('max') else '>='} {v:g}"
                 for k, v in (("max_flops", self.max_flops), ("max_params", self.max_params),
                              ("max_latency_ms", self.max_latency_ms), ("min_accuracy", self.min_accuracy))
                 if v is not None]
         return f"{'highest' if self.maximize else 'lowest'} {self.metric}" + (f" with {', '.join(caps)}" if caps else "")
 
-
-def _metric(trial: Any, metric: str, objective_names: list[str]) -> float | None:
-    if metric in objective_names and trial.values:
-        return trial.values[objective_names.index(metric)]
-    value = trial.user_attrs.get(_METRIC_ATTRS.get(metric, metric))
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def _objectives(study: Any) -> tuple[list[str], list[bool]]:
-    """Objective names and whether each is maximised."""
-    spec = study.user_attrs.get(attrs.STUDY_OBJECTIVES) or []
-    names = [o.get("name", f"objective_{i}") for i, o in enumerate(spec)] if isinstance(spec, list) else []
-    dirs = [d.name == "MAXIMIZE" for d in study.directions]
-    if len(names) != len(dirs):
-        names = [f"objective_{i}" for i in range(len(dirs))]
-    return names, dirs
-
-
-def front_members(study: Any) -> list[Any]:
-    """The study's Pareto front (completed, feasible trials), via ``nas.front`` when present."""
-    try:
-        from nas.front import front_trials  # the Search helper's rebuild-from-the-store front
-    except ImportError:
-        front_trials = None
-    if front_trials is not None:
-        return list(front_trials(study))
-    import optuna
-
-    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if attrs.GENOME in t.user_attrs and t.user_attrs.get(attrs.FEASIBLE, True)]
-    names, maximize = _objectives(study)
-    sign = [-1.0 if m else 1.0 for m in maximize]
-
-    def dominates(a, b) -> bool:
-        va = [s * v for s, v in zip(sign, a.values, strict=False)]
-        vb = [s * v for s, v in zip(sign, b.values, strict=False)]
-        return all(x <= y for x, y in zip(va, vb, strict=False)) and va != vb
-
-    return sorted((t for t in done if not any(dominates(o, t) for o in done)), key=lambda t: t.number)
-
-
-def select_trial(study: Any, rule: Rule) -> Any:
-    """The front member ``rule`` picks; ``NasError`` when none qualifies."""
-    names, _ = _objectives(study)
-    members = front_members(study)
-    if not members:
-        raise NasError(f"study {study.study_name!r} has no completed feasible trials to choose from")
-    caps = (("flops", rule.max_flops, max), ("params", rule.max_params, max),
-            ("latency_ms", rule.max_latency_ms, max), ("accuracy", rule.min_accuracy, min))
-    ok = []
-    for t in members:
-        fits = True
-        for metric, limit, kind in caps:
+    def admits(self, record: Any) -> bool:
+        for metric, limit, upper in (("flops", self.max_flops, True), ("params", self.max_params, True),
+                                     ("latency_ms", self.max_latency_ms, True), ("accuracy", self.min_accuracy, False)):
             if limit is None:
                 continue
-            v = _metric(t, metric, names)
-            if v is None or (v > limit if kind is max else v < limit):
-                fits = False
-        if fits and _metric(t, rule.metric, names) is not None:
-            ok.append(t)
+            v = record.metric(metric)
+            if v is None or (v > limit if upper else v < limit):
+                return False
+        return record.metric(self.metric) is not None
+
+
+def front_records(study: Any) -> list[Any]:
+    """The study's Pareto front as ``nas.front.TrialRecord``s (``nas.front.pareto_front``)."""
+    from nas.front import pareto_front, record_from_trial, study_objectives
+
+    objectives = study_objectives(study)
+    names = [n for n, _ in objectives]
+    records = [record_from_trial(t, names) for t in study.get_trials(deepcopy=False)]
+    return pareto_front(records, objectives)
+
+
+def select_trial(study: Any, rule: Rule) -> int:
+    """The number of the front member ``rule`` picks; ``NasError`` when none qualifies."""
+    members = front_records(study)
+    if not members:
+        raise NasError(f"study {study.study_name!r} has no completed, feasible, full-budget trials to choose from")
+    ok = [r for r in members if rule.admits(r)]
     if not ok:
-        raise NasError(f"no member of the front of {study.study_name!r} has the {rule.describe()}; "
-                       f"{len(members)} members: run `nas export {study.study_name}` to list them")
-    return (max if rule.maximize else min)(ok, key=lambda t: (_metric(t, rule.metric, names), -t.number))
+        raise NasError(f"no member of the front of {study.study_name!r} has the {rule.describe()} "
+                       f"({len(members)} members: run `nas export {study.study_name} --trial best` to list them)")
+    best = (max if rule.maximize else min)(ok, key=lambda r: (r.metric(rule.metric), -r.number))
+    return best.number
 
 
 def format_front(study: Any) -> str:
     """A table of the front, one row per member, for the user to pick ``--trial`` from."""
-    names, _ = _objectives(study)
-    members = front_members(study)
+    from nas.front import study_objectives
+    from nas.study import format_count
+
+    names = [n for n, _ in study_objectives(study)]
     head = ["trial", *names, "flops", "params", "latency_ms", "accuracy", "genome"]
     rows = []
-    for t in members:
-        ua = t.user_attrs
-        rows.append([str(t.number), *(f"{v:.4g}" for v in (t.values or [])), _fmt_count(ua.get(attrs.FLOPS)),
-                     _fmt_count(ua.get(attrs.PARAMS)),
-                     f"{ua[attrs.LATENCY_MS]:.3g}" if isinstance(ua.get(attrs.LATENCY_MS), (int, float)) else "-",
-                     f"{ua[attrs.ACCURACY]:.4f}" if isinstance(ua.get(attrs.ACCURACY), (int, float)) else "-",
-                     ua.get(attrs.SUMMARY) or _summary(ua.get(attrs.GENOME))])
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in [head, *rows]]
-    return "\n".join(lines)
+    for r in front_records(study):
+        rows.append([str(r.number), *(f"{r.values.get(n, float('nan')):.4g}" for n in names),
+                     format_count(r.flops), format_count(r.params),
+                     f"{r.latency_ms:.3g}" if r.latency_ms is not None else "-",
+                     f"{r.accuracy:.4f}" if r.accuracy is not None else "-", r.summary or _summary(r.genome)])
+    if not rows:
+        return "(the front is empty: no completed, feasible, full-budget trials yet)"
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [head, *rows])
 
 
 def _summary(genome: str | None) -> str:
@@ -605,29 +574,23 @@ def _summary(genome: str | None) -> str:
         return "(unreadable genome)"
 
 
-def default_storage(study: str) -> str:
-    return f"sqlite:///studies/{study}.db"
-
-
-def open_study(study: str, storage: str | None = None) -> Any:
-    """Load a study from its store; ``NasError`` naming the studies there when it is absent."""
+def open_study(study: str, storage: str | None = None) -> tuple[Any, str]:
+    """Load a study from its store (``studies/STUDY.db`` by default): ``(study, storage_url)``.
+    ``NasError`` naming the studies there when it is absent; never creates a store."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if storage is None:
-        storage = default_storage(study)
-        if not Path(storage[len("sqlite:///"):]).exists():
-            raise NasError(f"no study store at {storage[len('sqlite:///'):]}; pass --storage URL")
-    try:
-        return optuna.load_study(study_name=study, storage=storage)
-    except KeyError:
-        names = optuna.get_all_study_names(storage)
-        raise NasError(f"no study {study!r} in {_redact(storage)}; studies there: "
-                       f"{', '.join(names) or 'none'}") from None
-    except Exception as e:  # noqa: BLE001 - a bad URL or an unreachable database
-        if isinstance(e, NasError):
-            raise
-        raise NasError(f"cannot open the store {_redact(storage)}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    from nas.store import open_storage, require_study
+    from nas.study import default_storage_for
+
+    url = storage or default_storage_for(study)
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        path = Path(url[len("sqlite:///"):])
+        if not path.is_file():
+            hint = "" if storage else "; pass --storage URL"
+            raise NasError(f"no study store at {path}{hint}")
+    rdb = open_storage(url, heartbeat_s=None)
+    require_study(rdb, study, url)
+    return optuna.load_study(study_name=study, storage=rdb), url
 
 
 def get_trial(study: Any, number: int) -> Any:
@@ -655,13 +618,13 @@ def stored_weights(trial: Any, storage: str) -> Path:
     value = trial.user_attrs.get(key)
     if not value:
         raise NasError(f"trial {trial.number} has no stored weights (no {key!r} attribute: the search saves "
-                       "proxy-trained weights only when asked); export without --weights or pass --weights FILE")
+                       "proxy-trained weights only when asked); export without --weights, or pass --weights FILE")
     path = Path(value).expanduser()
     if not path.is_absolute() and storage.startswith("sqlite:///"):
         beside_store = Path(storage[len("sqlite:///"):]).parent / path
         path = beside_store if beside_store.exists() else path
     if not path.is_file():
-        raise NasError(f"trial {trial.number}'s weights {value} are missing (looked for {path})")
+        raise NasError(f"trial {trial.number}'s stored weights {value} are missing (looked for {path})")
     return path
 
 
@@ -680,25 +643,23 @@ def export_trial(
     """Export a trial of a study (``trial="best"`` needs ``rule`` unless the study has one
     objective); ``weights=True`` takes the trial's stored weights, a path takes that file.
     Returns the folder and the trial number."""
-    study = open_study(study_name, storage)
-    storage = storage or default_storage(study_name)
-    names, maximize = _objectives(study)
+    from nas.front import study_objectives
+
+    study, url = open_study(study_name, storage)
+    objectives = study_objectives(study)
     if trial == "best":
         if rule is None:
-            if len(names) != 1:
-                raise NasError(f"--trial best needs a rule for a {len(names)}-objective study: e.g. "
-                               "--best-by accuracy --max-flops 50M; or pick with --trial N")
-            rule = Rule(names[0], maximize[0])
-        t = select_trial(study, rule)
-    else:
-        t = get_trial(study, int(trial))
-    if out is None:
-        raise NasError("--out DIR is required")
+            if len(objectives) != 1:
+                raise NasError(f"--trial best needs a rule for a {len(objectives)}-objective study, e.g. "
+                               "--best-by accuracy --max-flops 50M; or pick one with --trial N")
+            rule = Rule.parse(objectives[0][0], objectives)
+        trial = select_trial(study, rule)
+    t = get_trial(study, int(trial))
     spec = ArchSpec.from_json(t.user_attrs[attrs.GENOME])
-    info = ExportInfo.from_trial(study_name, storage, t, names)
+    info = ExportInfo.from_trial(study_name, url, t, [n for n, _ in objectives])
     source: Path | None = None
     if weights is True:
-        source = stored_weights(t, storage)
+        source = stored_weights(t, url)
         info.weights_source = f"proxy-trained weights of trial {t.number} ({source.name})"
     elif weights:
         source = Path(weights)

@@ -232,7 +232,7 @@ def create_nasnet(variant: str, spec: ArchSpec | dict | str, pretrained: bool = 
         overlay["num_classes"] = source.get("num_classes", overlay["num_classes"])
         overlay["input_size"] = (*(source.get("input_size") or overlay["input_size"])[:1], *overlay["input_size"][1:])
         folder = source.get("file") if source.get("source") == "local-dir" else None
-        if pretrained and folder and not any(Path(folder).glob(f"*{ext}") for ext in _CHECKPOINT_EXTS):
+        if pretrained and folder and not any(any(Path(folder).glob(f"*{ext}")) for ext in _CHECKPOINT_EXTS):
             raise ValueError(f"{folder} holds no weights (exported without --weights): create the model with "
                              "pretrained=False, or export again with weights")
     overlay.update(kwargs.pop("pretrained_cfg_overlay", None) or {})

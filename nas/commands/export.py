@@ -38,20 +38,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _rule(args: argparse.Namespace):
-    from nas.export import NasError, parse_count
+def _caps(args: argparse.Namespace) -> dict[str, float | None] | None:
+    """The caps of --trial best; None when no --best-by was given."""
+    from nas.errors import NasError
+    from nas.study import parse_count
 
-    caps = dict(max_flops=parse_count(args.max_flops) if args.max_flops else None,
-                max_params=parse_count(args.max_params) if args.max_params else None,
+    caps = dict(max_flops=parse_count(args.max_flops, "--max-flops") if args.max_flops else None,
+                max_params=parse_count(args.max_params, "--max-params") if args.max_params else None,
                 max_latency_ms=args.max_latency_ms, min_accuracy=args.min_accuracy)
     if not args.best_by:
         if any(v is not None for v in caps.values()):
             raise NasError("caps (--max-flops, ...) need --best-by METRIC to say what to optimise under them")
         return None
-    metric, _, direction = args.best_by.partition(":")
-    if direction not in ("", "max", "min"):
-        raise NasError(f"--best-by {args.best_by!r}: the direction after ':' must be max or min")
-    return metric, direction, caps
+    return caps
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,14 +58,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out is None:
         raise NasError("--out DIR is required: the folder to write the export to")
-    source = args.source
-    is_genome = source.startswith("preset:") or source.endswith(".json")
-    if is_genome:
+    if args.source.startswith("preset:") or args.source.endswith(".json"):
         return _export_genome(args)
     if args.trial is None:
         raise NasError("say which trial: --trial N, or --trial best with --best-by METRIC")
 
     from nas import export as ex
+    from nas.front import study_objectives
 
     trial: int | str = args.trial
     if trial != "best":
@@ -74,28 +72,22 @@ def run(args: argparse.Namespace) -> int:
             trial = int(trial)
         except ValueError:
             raise NasError(f"--trial must be a number or 'best', got {args.trial!r}") from None
-    parsed = _rule(args)
+    caps = _caps(args)
     rule = None
     if trial == "best":
-        study = ex.open_study(source, args.storage)
-        names, maximize = ex._objectives(study)
-        if parsed is None and len(names) != 1:
-            print(f"The front of {source!r} ({len(names)} objectives); pick one with --trial N, or give a rule "
-                  "(e.g. --best-by accuracy --max-flops 50M):\n")
+        study, _ = ex.open_study(args.source, args.storage)
+        objectives = study_objectives(study)
+        if caps is None and len(objectives) != 1:
+            print(f"The front of {args.source!r} ({len(objectives)} objectives). Pick a member with --trial N, "
+                  "or give a rule, e.g. --trial best --best-by accuracy --max-flops 50M:\n")
             print(ex.format_front(study))
+            print(f"\nerror: --trial best needs --best-by for a {len(objectives)}-objective study", file=sys.stderr)
             return 2
-        if parsed is not None:
-            metric, direction, caps = parsed
-            if direction:
-                maximize_it = direction == "max"
-            elif metric in names:
-                maximize_it = maximize[names.index(metric)]
-            else:
-                maximize_it = metric in ex._MAXIMIZE_BY_DEFAULT
-            rule = ex.Rule(metric, maximize_it, **caps)
-    elif parsed is not None:
-        raise NasError("--best-by and caps apply only to --trial best")
-    path, number = ex.export_trial(source, args.out, trial=trial, storage=args.storage, rule=rule,
+        if caps is not None:
+            rule = ex.Rule.parse(args.best_by, objectives, **caps)
+    elif caps is not None:
+        raise NasError("--best-by and the caps apply only to --trial best")
+    path, number = ex.export_trial(args.source, args.out, trial=trial, storage=args.storage, rule=rule,
                                    weights=args.weights, name=args.name, force=args.force,
                                    register=not args.no_register)
     _report(path, number, rule)
