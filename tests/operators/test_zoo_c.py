@@ -208,3 +208,30 @@ def test_block_applies_channel_attention():
     x = torch.randn(2, 4, 4, DIM)
     blk(x).mean().backward()
     assert all(p.grad is not None for p in blk.channel_attn.parameters())
+
+
+# ---------------------------------------------------------------- the mixer benchmark's memory probe
+
+
+def test_benchmark_memory_probe_sees_the_explicit_attention_matrix():
+    """benchmarks/mixers.py measures peak memory from the profiler's allocation events: the
+    explicit softmax(QK^T) must show its (B, heads, N, N) matrices, the fused kernel must not."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "mixers.py"
+    spec = importlib.util.spec_from_file_location("bench_mixers", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    shape = bench.Shape(2, 24, 24, 64)
+    x, g = torch.randn(*shape.tuple, requires_grad=True), torch.randn(*shape.tuple)
+    fused, _ = bench.build("attention", shape)
+    explicit, _ = bench.build(bench.EXPLICIT, shape)
+    matrix = 2 * 2 * 576 * 576 * 4  # B * heads * N * N float32 bytes (head width 32 -> 2 heads)
+    peak_fused, kernels = bench.peak_memory(fused, x, g)
+    peak_explicit, _ = bench.peak_memory(explicit, x, g)
+    assert peak_explicit >= 2 * matrix  # logits and probabilities are both alive for backward
+    assert peak_fused < matrix
+    assert any("scaled_dot_product" in k for k in kernels)
