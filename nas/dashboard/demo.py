@@ -13,6 +13,7 @@ import datetime as _dt
 import json
 import math
 import random
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +65,9 @@ def create_demo_study(storage_url: str, study_name: str, *, three_objectives: bo
     study = optuna.create_study(storage=storage_url, study_name=study_name, load_if_exists=True,
                                 directions=[o["direction"] for o in objectives])
     if not study.user_attrs.get(A.STUDY_OBJECTIVES):
-        study.set_metric_names([o["name"] for o in objectives])
+        with warnings.catch_warnings():  # experimental in Optuna; what optuna-dashboard reads
+            warnings.simplefilter("ignore")
+            study.set_metric_names([o["name"] for o in objectives])
         study.set_user_attr(A.STUDY_OBJECTIVES, objectives)
         ref = [0.0, 2 * max_flops] + ([200.0] if three_objectives else [])
         study.set_user_attr(A.STUDY_REFERENCE_POINT, ref)

@@ -1,0 +1,303 @@
+"""The dashboard's data layer on real SQLite stores written through Optuna (nas.attrs format),
+the figures built from its records, the report, and the page's safety: read-only, and a
+message instead of a traceback for a missing store, an unknown study or an empty one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import shutil
+import sqlite3
+
+import pytest
+
+from nas import attrs as A
+from nas import front as F
+from nas.dashboard import data as D
+from nas.dashboard.demo import create_demo_study, fast_storage, write_demo_study
+
+
+@pytest.fixture(scope="module")
+def store_url(tmp_path_factory):
+    """Two studies (2 and 3 objectives, with failed and infeasible trials) and an empty one."""
+    path = tmp_path_factory.mktemp("dash") / "store.db"
+    url = f"sqlite:///{path}"
+    st = fast_storage(url)
+    write_demo_study(st, "demo", 60, seed=0, fail_every=10, max_flops=3.0e9)
+    write_demo_study(st, "tri", 25, seed=1, three_objectives=True)
+    create_demo_study(st, "empty")
+    st.engine.dispose()
+    return url
+
+
+def _digest(url: str) -> tuple[str, float]:
+    path = url[len("sqlite:///"):]
+    import os
+
+    return hashlib.sha256(open(path, "rb").read()).hexdigest(), os.stat(path).st_mtime_ns
+
+
+def test_fast_reader_gives_the_same_records_as_optuna(store_url, tmp_path):
+    store = D.Store(store_url)
+    info = store.study("demo")
+    fast = store.trials(info)
+    names = [n for n, _ in info.objectives]
+    slow = D.load_trials_optuna(store_url, "demo", names)
+    assert len(fast) == len(slow) == 60
+    for a, b in zip(fast, slow):
+        assert a.to_dict() == b.to_dict()
+        assert a.optuna_constraints == b.optuna_constraints
+        assert a.optuna_params == b.optuna_params
+    # and the same as the search helper's loader (run on a copy: it opens the store for writing)
+    copy = tmp_path / "copy.db"
+    shutil.copy(store_url[len("sqlite:///"):], copy)
+    theirs = F.load_trials(f"sqlite:///{copy}", "demo")
+    assert [r.to_dict() for r in theirs] == [r.to_dict() for r in fast]
+    # a second read reuses the finished trials
+    again = store.trials(info)
+    assert all(x is y for x, y in zip(again, fast))
+
+
+def test_study_header(store_url):
+    store = D.Store(store_url)
+    assert store.study_names() == ["demo", "tri", "empty"]
+    info = store.study("tri")
+    assert info.objectives == [("accuracy", "maximize"), ("flops", "minimize"), ("latency_ms", "minimize")]
+    assert info.metric_names == ["accuracy", "flops", "latency_ms"]
+    assert info.img_size == 224 and info.num_classes == 10
+    with pytest.raises(D.StoreError, match="no study 'dem'.*did you mean 'demo'"):
+        store.study("dem")
+
+
+def test_front_membership_and_categories(store_url):
+    data = D.load_study_data(D.Store(store_url), "demo")
+    objs = data.objectives
+    assert data.front == [r.number for r in F.pareto_front(data.records, objs)]
+    assert data.front, "the demo study must have a front"
+    by_cat: dict[str, list[dict]] = {}
+    for row in data.rows:
+        by_cat.setdefault(row["category"], []).append(row)
+    assert {r["number"] for r in by_cat["front"]} == set(data.front)
+    assert len(by_cat["failed"]) == 6  # every 10th trial
+    assert all(r["feasible"] == "no" and r["flops"] > 3.0e9 for r in by_cat["infeasible"])
+    assert all(r["feasible"] == "yes" for c in ("front", "dominated") for r in by_cat.get(c, []))
+
+    def as_min(r):
+        return tuple(-r[n] if d == "maximize" else r[n] for n, d in objs)
+
+    front = [as_min(r) for r in by_cat["front"]]
+    for r in by_cat.get("dominated", []):  # each dominated trial is dominated by a front member
+        p = as_min(r)
+        assert any(all(a <= b for a, b in zip(q, p)) and q != p for q in front)
+    for i, p in enumerate(front):           # and no front member dominates another
+        assert not any(all(a <= b for a, b in zip(q, p)) and q != p for j, q in enumerate(front) if j != i)
+
+
+def test_front_for_any_pair_of_axes(store_url):
+    data = D.load_study_data(D.Store(store_url), "demo")
+    pts = D.front_2d(data.records, "flops", "params")
+    assert pts and [p["flops"] for p in pts] == sorted(p["flops"] for p in pts)
+    elig = F.eligible(data.records, [("flops", "minimize"), ("params", "minimize")])
+    for p in pts:
+        assert not any(r.metric("flops") <= p["flops"] and r.metric("params") <= p["params"]
+                       and (r.metric("flops"), r.metric("params")) != (p["flops"], p["params"]) for r in elig)
+    assert D.front_2d(data.records, "flops", "flops") == []
+
+
+def test_hypervolume_history_matches_front_hypervolume(store_url):
+    data = D.load_study_data(D.Store(store_url), "demo")
+    hv = D.hypervolume_history(data)
+    ref = hv["reference_point"]
+    assert ref == data.info.user_attrs[A.STUDY_REFERENCE_POINT]
+    by_trial = hv["by_trial"]
+    assert by_trial and all(a["hypervolume"] <= b["hypervolume"] for a, b in zip(by_trial, by_trial[1:]))
+    for point in by_trial[:: max(1, len(by_trial) // 6)] + by_trial[-1:]:
+        prefix = [r for r in data.records if r.number <= point["trial"]]
+        assert point["hypervolume"] == pytest.approx(F.hypervolume(prefix, data.objectives, ref), rel=1e-9)
+    times = [p["elapsed_s"] for p in hv["by_time"]]
+    assert times == sorted(times) and times[0] >= 0
+    assert hv["by_time"][-1]["hypervolume"] == pytest.approx(by_trial[-1]["hypervolume"])
+
+
+def test_composition_counts(store_url):
+    data = D.load_study_data(D.Store(store_url), "demo")
+    comp = D.composition(data)
+    done = [r for r in data.records if r.state == "COMPLETE"]
+    front = [r for r in done if r.number in set(data.front)]
+    for facet in D.COMPOSITION_FACETS:
+        rows = [c for c in comp if c["facet"] == facet]
+        assert rows
+        for c in rows:
+            assert 0 <= c["front"] <= c["all"]
+    mixers = {c["value"]: c for c in comp if c["facet"] == "mixer"}
+    attention = [r for r in done if any(s["mixer"] == "attention" for s in json.loads(r.genome)["stages"])]
+    assert mixers["attention"]["all"] == len(attention)
+    assert mixers["attention"]["all_share"] == pytest.approx(len(attention) / len(done))
+    shapes = {c["value"]: c for c in comp if c["facet"] == "shape"}
+    assert sum(c["front"] for c in shapes.values()) == len(front)
+    assert sum(c["front_share"] for c in shapes.values()) == pytest.approx(1.0)
+
+
+def test_parameter_importance_per_objective(store_url):
+    data = D.load_study_data(D.Store(store_url), "demo")
+    imp = D.param_importance(data)
+    assert {i["objective"] for i in imp} == {"accuracy", "flops"}
+    assert {i["param"] for i in imp} <= {"family", "depth_scale", "pos", "mlp_ratio"}
+    for o in ("accuracy", "flops"):
+        assert sum(i["importance"] for i in imp if i["objective"] == o) == pytest.approx(1.0)
+    empty = D.load_study_data(D.Store(store_url), "empty")
+    assert D.param_importance(empty) == []
+
+
+def test_reference_points(store_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(D, "_REF_MEMO", {})
+    data = D.load_study_data(D.Store(store_url), "demo")
+    refs = {r["name"]: r for r in D.reference_points(data.info, data.records,
+                                                     ["preset:deit_tiny", "preset:pvt_v2_b0", "timm:resnet18"])}
+    stored = data.info.user_attrs[A.STUDY_PRESETS]
+    # presets: costs as the search stored them; accuracy only where evaluated with the recipe
+    assert refs["preset:deit_tiny"]["flops"] == stored["deit_tiny"]["flops"]
+    assert refs["preset:deit_tiny"]["accuracy"] == 0.71
+    assert refs["preset:pvt_v2_b0"]["accuracy"] is None
+    # timm: counted by the project's counter at the study's resolution (ResNet-18: 1.82 GMACs at 224)
+    r18 = refs["timm:resnet18"]
+    assert r18["accuracy"] is None and r18["source"] == "counted"
+    assert r18["flops"] == pytest.approx(1.82e9, rel=0.03)
+    assert r18["params"] == pytest.approx(11.18e6, rel=0.01)  # 10-class head
+    cache = json.loads((tmp_path / "cache" / "reference_costs.json").read_text())
+    assert cache["timm:resnet18@224/10"]["flops"] == r18["flops"]
+    # cached: the non-counting variant now has it, an uncounted one is pending
+    got = {r["name"]: r for r in D.cached_reference_points(data.info, data.records, ["timm:resnet18", "timm:resnet50"])}
+    assert got["timm:resnet18"]["flops"] == r18["flops"] and got["timm:resnet50"].get("pending")
+
+
+def test_architecture_detail_stored_and_computed(store_url):
+    data = D.load_study_data(D.Store(store_url), "demo")
+    rec = data.record(data.front[0])
+    arch = D.architecture(rec, study_name="demo", storage_url=store_url)
+    assert arch["cost_source"] == "store"
+    assert [s["flops"] for s in arch["stages"]] == rec.user_attrs[A.FLOPS_PER_STAGE]
+    assert arch["accuracy_per_epoch"] == rec.accuracy_per_epoch
+    assert arch["export_command"] == (f"nas export demo --storage {store_url} --trial {rec.number} "
+                                      f"--out exported/demo-{rec.number}")
+    # a trial without per-stage costs: counted on demand with evaluators.count_flops
+    from evaluators import count_flops, count_params
+    from search_space import build_model, get_preset
+
+    g = get_preset("pvt_v2_b0").replace(img_size=64, num_classes=10)
+    bare = F.TrialRecord(number=99, state="COMPLETE", genome=g.to_json(), summary=g.summary())
+    arch = D.architecture(bare, study_name="demo", compute=True)
+    assert arch["cost_source"] == "computed" and len(arch["stages"]) == 4
+    model = build_model(g).eval()
+    total = int(count_flops(model, input_size=(3, 64, 64)))
+    stage_flops = [s["flops"] for s in arch["stages"]]
+    assert all(f > 0 for f in stage_flops) and 0.8 * total < sum(stage_flops) <= total
+    assert sum(s["params"] for s in arch["stages"]) < count_params(model)
+
+
+def test_figures_from_records(store_url):
+    from nas.dashboard import figures as FIG
+    from nas.dashboard.app import build_views, table_rows
+
+    data = D.load_study_data(D.Store(store_url), "tri")
+    views = build_views(data, "flops", "accuracy", [{"name": "preset:x", "label": "x", "kind": "preset",
+                                                     "flops": 1e9, "accuracy": None}])
+    drawn = sum(len(t.x) for t in views["pareto"].data if (t.meta or {}).get("category") in FIG.CATEGORY_STYLE)
+    expected = sum(1 for r in data.rows if r["category"] in FIG.CATEGORY_STYLE and r["accuracy"] is not None)
+    assert drawn == expected > 0
+    assert views["pareto3d"] is not None and len(views["pareto3d"].data) == len(FIG.CATEGORY_STYLE)
+    assert any(s.x0 == 1e9 for s in views["pareto"].layout.shapes)  # reference with no accuracy: a line
+    # big studies switch to WebGL
+    many = [dict(data.rows[0], number=i) for i in range(FIG.WEBGL_ABOVE + 1)]
+    assert FIG.pareto_figure(many, [], "flops", "accuracy").data[0].type == "scattergl"
+    rows = table_rows(data.rows, states=["COMPLETE"], feasible=["yes"],
+                      sort_by=[{"column_id": "accuracy", "direction": "desc"}])
+    accs = [r["accuracy"] for r in rows]
+    assert rows and accs == sorted(accs, reverse=True) and all(r["feasible"] == "yes" for r in rows)
+
+
+def test_report_is_self_contained(store_url, tmp_path):
+    from nas.dashboard.report import build_report
+
+    out = tmp_path / "report.html"
+    info = build_report(store_url, "tri", out, references=["preset:deit_tiny"], count_references=False)
+    text = out.read_text()
+    assert info["trials"] == 25 and info["front"] > 0
+    assert text.count("<script") >= info["figures"]
+    assert not re.search(r"<script[^>]*\bsrc=", text), "a script is loaded from elsewhere: not offline"
+    assert "plotly.js v" in text  # the library itself is inlined
+    assert "nas export tri --storage" in text and "3D front" in text
+    with pytest.raises(D.StoreError, match="no trials"):
+        build_report(store_url, "empty", tmp_path / "x.html")
+
+
+def test_serving_never_writes_the_store(store_url):
+    from nas.dashboard.app import build_views, create_app
+
+    before = _digest(store_url)
+    app = create_app(store_url, study="demo", count_references=False)
+    client = app.server.test_client()
+    assert client.get("/").status_code == 200
+    layout = client.get("/_dash-layout").get_data(as_text=True)
+    assert "demo" in layout and "Cannot read" not in layout
+    state = app.server.config["NAS_STATE"]
+    for name in ("demo", "tri", "empty"):
+        data = state.data(name)
+        if data.rows:
+            build_views(data, "flops", "accuracy", [])
+            state.importance(data)
+    with pytest.raises(Exception, match="readonly"):
+        with state.store.engine.begin() as c:
+            c.exec_driver_sql("UPDATE studies SET study_name = 'x'")
+    assert _digest(store_url) == before
+
+
+def test_missing_unknown_empty_and_foreign_stores(tmp_path):
+    from nas.dashboard.app import create_app
+
+    missing = tmp_path / "nope.db"
+    with pytest.raises(D.StoreError, match="does not exist"):
+        D.Store(f"sqlite:///{missing}")
+    assert not missing.exists()
+    layout = create_app(f"sqlite:///{missing}").server.test_client().get("/_dash-layout").get_data(as_text=True)
+    assert "Cannot read the store" in layout and "does not exist" in layout
+    assert not missing.exists()
+
+    foreign = tmp_path / "foreign.db"
+    sqlite3.connect(foreign).execute("CREATE TABLE t (x int)").connection.commit()
+    with pytest.raises(D.StoreError, match="not an Optuna study store"):
+        D.Store(f"sqlite:///{foreign}")
+
+    with pytest.raises(D.StoreError, match="cannot reach"):
+        D.Store("postgresql://nobody@127.0.0.1:1/none")
+
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    create_demo_study(fast_storage(url), "only")
+    client = create_app(url, study="other", count_references=False).server.test_client()
+    layout = client.get("/_dash-layout").get_data(as_text=True)
+    assert "No study 'other'" in layout
+    state = create_app(url, count_references=False).server.config["NAS_STATE"]
+    assert state.data("only").rows == []
+    with pytest.raises(D.StoreError, match="no study 'zzz'"):
+        state.data("zzz")
+
+
+def test_host_warning():
+    from nas.dashboard.app import check_host
+
+    assert check_host("127.0.0.1") is None and check_host("localhost") is None
+    assert "reachable from other machines" in check_host("0.0.0.0")
+
+
+def test_metric_helpers():
+    rec = F.TrialRecord(number=0, state="COMPLETE", values={"accuracy": 0.5}, flops=10, feasible=None,
+                        constraints={"max_flops": 0.2})
+    assert D.feasibility(rec) is False
+    rec.optuna_constraints = {"max_flops": -1.0}
+    assert D.feasibility(rec) is True
+    assert D.metric(rec, "accuracy") == 0.5 and D.metric(rec, "flops") == 10.0
+    assert D.genome_facets(None) == {} and D.genome_facets("{not json") == {}
+    assert math.isclose(D.read_only_url("postgresql://u@h/db")[1]["connect_args"]["options"].count("read_only"), 1)
