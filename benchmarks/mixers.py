@@ -162,11 +162,36 @@ def peak_memory(m: nn.Module, x: torch.Tensor, g: torch.Tensor) -> tuple[int, li
 
 
 def count_macs(m: nn.Module, shape: Shape) -> tuple[int, dict[str, int]]:
-    """Forward multiply-accumulates and the ops the counter saw but could not count."""
-    from evaluators import count_flops
+    """Forward multiply-accumulates and the ops the counter saw but could not count.
 
+    ``evaluators.count_flops`` when this checkout has it; otherwise plain fvcore with an SDPA
+    handle (``B * heads * L * S * (E + Ev)``), so attention is never counted as zero."""
+    try:
+        from evaluators.flops import count_flops
+    except ImportError:
+        return _fvcore_macs(m, shape)
     fc = count_flops(ImageLayout(m), input_size=(shape.dim, shape.h, shape.w), batch=shape.batch)
     return int(fc), dict(fc.uncounted)
+
+
+def _fvcore_macs(m: nn.Module, shape: Shape) -> tuple[int, dict[str, int]]:
+    from fvcore.nn import FlopCountAnalysis
+
+    def sdpa(inputs: list[Any], outputs: list[Any]) -> int:
+        q, k, v = (i.type().sizes() for i in inputs[:3])
+        return math.prod(q[:-1]) * k[-2] * (q[-1] + v[-1])
+
+    was_training = m.training
+    m.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fca = FlopCountAnalysis(m, torch.randn(*shape.tuple)).set_op_handle(
+                "aten::scaled_dot_product_attention", sdpa)
+            fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            return int(fca.total()), {}
+    finally:
+        m.train(was_training)
 
 
 def _reason(e: BaseException) -> str:
