@@ -154,6 +154,14 @@ def test_t2t_stem_total_stride(patch):
     assert stem.splits[0].unfold.kernel_size == 7 and stem.splits[0].unfold.stride == 4
 
 
+def test_t2t_stem_performer_variant():
+    if "performer" not in MIXERS:
+        pytest.skip("the performer mixer is not registered in this checkout")
+    stem = STEMS.get("t2t")(3, 32, patch_size=8, token_dim=16, token_mixer="performer")
+    assert stem.transformers[0].block.mixer.registry_name == "performer"
+    stem(torch.randn(1, 3, 32, 48)).mean().backward()
+
+
 def test_t2t_stem_rejects_unsupported_patch_sizes():
     cls = STEMS.get("t2t")
     for bad in (2, 12, 64):
