@@ -6,8 +6,9 @@ Paper: Kitaev et al. 2020, "Reformer: The Efficient Transformer". Queries double
 into chunks of ``bucket_size`` and each chunk attends to itself and the previous chunk; a
 token attends to itself only when nothing else is available. ``n_hashes`` rounds run in
 parallel and are combined with weights ``softmax(logsumexp of each round's logits)``.
-Cost: O(R N c C) time and memory for N tokens, C channels, chunk size c and R rounds, plus
-an O(R N log N) sort.
+Cost: O(R N c C) time and memory for the chunked attention (N tokens, C channels, chunk size
+c, R rounds), O(R N n_b C / 2) for hashing into n_b buckets (by default n_b ~ N / c, so hashing
+grows as N^2 C / c like the paper's) and an O(R N log N) sort.
 
 Vectorised: sorting and chunking are gathers, all chunks and rounds are one batched attention.
 With one round the chunks go through the fused SDPA kernel; with several rounds the softmax is
