@@ -60,9 +60,9 @@ IGNORED_OPS: frozenset[str] = frozenset(
         "frobenius_norm", "all", "any",
         # data movement, shapes, indexing, creation
         "pad", "reflection_pad2d", "replication_pad2d", "roll", "repeat", "repeat_interleave", "tile",
-        "reshape_as", "view_as", "expand_as", "flip", "unfold", "im2col", "col2im", "pixel_shuffle",
+        "reshape_as", "view_as", "expand_as", "numpy_T", "mT", "mH", "adjoint", "matrix_H", "flip", "unfold", "im2col", "col2im", "pixel_shuffle",
         "pixel_unshuffle", "channel_shuffle", "index", "index_select", "index_put_", "index_add",
-        "scatter", "scatter_", "scatter_add", "masked_select", "nonzero", "sort", "topk", "unique",
+        "scatter", "scatter_", "scatter_add", "masked_select", "nonzero", "sort", "argsort", "msort", "topk", "unique",
         "stack", "split", "split_with_sizes", "unbind", "narrow", "movedim", "moveaxis", "swapaxes",
         "tensor_split", "meshgrid", "zeros", "zeros_like", "ones", "ones_like", "empty_like", "new_zeros",
         "new_ones", "new_full", "new_empty", "linspace", "tensor", "lift_fresh", "alias", "clone", "to",
@@ -458,6 +458,38 @@ def _dispatch_macs(name: str, args: tuple, out: Any) -> int | None:
     return None
 
 
+_COMPARE = frozenset({"eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_not", "isnan",
+                      "isfinite"})
+
+
+def _fast_meta(func: Any, name: str, args: tuple, kwargs: dict | None) -> Any:
+    """Output of a hot shape-trivial op on meta tensors without torch's (slow, Python) reference
+    kernels: pointwise ops broadcast, ``native_layer_norm`` keeps the shape. None: run it."""
+    if kwargs and "out" in kwargs:
+        return None
+    if name == "native_layer_norm":
+        x, normalized = args[0], args[1]
+        stat = tuple(x.shape[: x.dim() - len(normalized)]) + (1,) * len(normalized)
+        return (torch.empty(x.shape, dtype=x.dtype, device="meta"), torch.empty(stat, dtype=torch.float32, device="meta"),
+                torch.empty(stat, dtype=torch.float32, device="meta"))
+    if torch.Tag.pointwise not in func.tags or any(
+            isinstance(a, torch.Tensor) and a.device.type != "meta" for a in args):
+        return None
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    if not tensors:
+        return None
+    if name.endswith("_") and not name.startswith("_"):  # in place: the first argument
+        return args[0] if isinstance(args[0], torch.Tensor) and args[0].shape == torch.broadcast_shapes(
+            *[t.shape for t in tensors]) else None
+    shape = torch.broadcast_shapes(*[t.shape for t in tensors])
+    if name in _COMPARE:
+        dtype = torch.bool
+    else:
+        operands = [a for a in args if isinstance(a, (torch.Tensor, int, float, bool))][:2]
+        dtype = torch.result_type(*operands) if len(operands) == 2 else tensors[0].dtype
+    return torch.empty(shape, dtype=dtype, device="meta")
+
+
 def count_flops_meta(module: nn.Module, input_shape: tuple[int, ...], *, batch: int = 1) -> FlopCount:
     """MACs of ``module`` on a meta input of shape ``(batch, *input_shape)``: no weights, no data.
 
@@ -472,8 +504,10 @@ def count_flops_meta(module: nn.Module, input_shape: tuple[int, ...], *, batch: 
 
     class _Counter(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
             name = func.overloadpacket.__name__
+            out = _fast_meta(func, name, args, kwargs)
+            if out is None:
+                out = func(*args, **(kwargs or {}))
             macs = _dispatch_macs(name, args, out)
             if macs is not None:
                 by_op[name] += int(macs)

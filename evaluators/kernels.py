@@ -101,6 +101,30 @@ class _EntryKernel(nn.Module):
         return self.pos(self.downsample(x))  # (B, H, W, C_in) -> (B, h, w, C)
 
 
+class _StageParts:
+    """Builds a stage of depth <= 2 once (per default device) and hands out its pieces."""
+
+    def __init__(self, in_dim: int, stage: StageSpec, grid: tuple[int, int]) -> None:
+        self.in_dim, self.stage, self.grid = in_dim, stage, grid
+        self._built: dict[str, nn.Module] = {}
+
+    def _get(self) -> nn.Module:
+        device = str(torch.get_default_device())
+        if device not in self._built:
+            self._built[device] = _stage_module(self.in_dim, self.stage, self.grid, min(self.stage.depth, 2))
+        return self._built[device]
+
+    def entry(self) -> nn.Module:
+        st = self._get()
+        return _EntryKernel(st.downsample, st.pos)
+
+    def block0(self) -> nn.Module:
+        return self._get().blocks[0]
+
+    def block1(self) -> nn.Module:
+        return self._get().blocks[1]
+
+
 def _stage_module(in_dim: int, stage: StageSpec, grid: tuple[int, int], depth: int) -> nn.Module:
     from search_space.builder import NasStage
 
@@ -130,22 +154,16 @@ def arch_kernels(spec: ArchSpec, img_size: int | None = None) -> list[Kernel]:
                            mlp_ratio=s.mlp_ratio, layer_scale=s.layer_scale is not None,
                            channel_attn=s.channel_attn, grid=grid)
 
-        def entry(in_dim=in_dim, s=s, grid=grid) -> nn.Module:
-            st = _stage_module(in_dim, s, grid, 1)
-            return _EntryKernel(st.downsample, st.pos)
-
+        parts = _StageParts(in_dim, s, grid)
         kernels.append(Kernel("entry", ("entry", *_items(ds=s.downsample, pos=s.pos, cin=in_dim, dim=s.dim,
                                                          grid_in=prev_grid, grid=grid)),
-                              part, 1, (*prev_grid, in_dim), entry))
+                              part, 1, (*prev_grid, in_dim), parts.entry))
         for parity in (0, 1):
             n = (s.depth + 1 - parity) // 2
             if n == 0:
                 continue
-
-            def block(in_dim=in_dim, s=s, grid=grid, parity=parity) -> nn.Module:
-                return _stage_module(in_dim, s, grid, parity + 1).blocks[parity]
-
-            kernels.append(Kernel("block", ("block", *stage_sig, ("parity", parity)), part, n, (*grid, s.dim), block))
+            kernels.append(Kernel("block", ("block", *stage_sig, ("parity", parity)), part, n, (*grid, s.dim),
+                                  parts.block0 if parity == 0 else parts.block1))
         prev_grid, in_dim = grid, s.dim
     heads = next((v for s in spec.stages[::-1] for k, v in s.mixer_knobs if k == "num_heads"), 1)
     h = spec.head
