@@ -174,7 +174,8 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
                 html.H3("Selected architecture"),
                 html.Div("Click a point or a table row.", id="detail-hint"),
                 html.Div(id="detail-box", children=[
-                    dcc.Graph(id="arch"), dcc.Graph(id="curve"),
+                    html.Button("measure per-stage latency (CPU, batch 1)", id="measure-latency", n_clicks=0),
+                    dcc.Loading(dcc.Graph(id="arch")), dcc.Graph(id="curve"),
                     html.Pre(id="export-cmd", className="cmd"),
                 ]),
             ], id="detail"),
@@ -288,10 +289,12 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
         raise PreventUpdate
 
     @app.callback(Output("arch", "figure"), Output("curve", "figure"), Output("export-cmd", "children"),
-                  Output("detail-hint", "children"), Input("selected", "data"), State("study", "value"))
-    def detail(number, name):
+                  Output("detail-hint", "children"), Input("selected", "data"), Input("measure-latency", "n_clicks"),
+                  State("study", "value"))
+    def detail(number, _clicks, name):
         if number is None:
             raise PreventUpdate
+        measure = dash.ctx.triggered_id == "measure-latency"
         try:
             data = get_data(name)
         except D.StoreError as e:
@@ -299,9 +302,15 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
         rec = data.record(number)
         if rec is None:
             return FIG.message_figure(f"no trial {number}"), FIG.message_figure(""), "", f"no trial {number}"
-        arch = D.architecture(rec, study_name=name, storage_url=storage_url, compute=True,
-                              img_size=data.info.img_size)
+        try:
+            arch = D.architecture(rec, study_name=name, storage_url=storage_url, compute=True,
+                                  img_size=data.info.img_size, measure_latency=measure)
+        except Exception as e:  # a genome this code cannot build: say so, keep the page
+            arch = D.architecture(rec, study_name=name, storage_url=storage_url, img_size=data.info.img_size)
+            arch["error"] = D._first_line(e)
         hint = f"trial {number} ({rec.state}); " + ", ".join(f"{k} {FIG._fmt(k, v)}" for k, v in rec.values.items())
+        if arch.get("error"):
+            hint += f" (per-stage costs unavailable: {arch['error']})"
         return FIG.architecture_figure(arch), FIG.learning_curve_figure(arch), arch["export_command"], hint
 
     return app

@@ -104,7 +104,6 @@ def make_demo_trial(rng: random.Random, number: int, *, objectives: tuple[str, .
     gmacs, mparams = gmacs * (0.4 + 0.15 * mlp_ratio), mparams * (0.4 + 0.15 * mlp_ratio)
     flops = int(gmacs * 1e9 * rng.uniform(0.95, 1.05))
     params = int(mparams * 1e6 * rng.uniform(0.97, 1.03))
-    n = len(spec.stages)
     weights = [s.depth * s.dim * s.dim for s in spec.stages]
     tot = sum(weights)
     flops_per_stage = [int(flops * w / tot) for w in weights]

@@ -196,6 +196,8 @@ def test_architecture_detail_stored_and_computed(store_url):
     stage_flops = [s["flops"] for s in arch["stages"]]
     assert all(f > 0 for f in stage_flops) and 0.8 * total < sum(stage_flops) <= total
     assert sum(s["params"] for s in arch["stages"]) < count_params(model)
+    timed = D.architecture(bare, study_name="demo", measure_latency=True, img_size=64)
+    assert len([s["latency_ms"] for s in timed["stages"] if s["latency_ms"] > 0]) == 4
 
 
 def test_figures_from_records(store_url):
