@@ -304,7 +304,7 @@ def export_genome(
                       metadata={"format": "pt", "genome": spec.to_json(), "name": name})
         (tmp / "config.json").write_text(json.dumps(_config(spec, model, name, info, weights is not None), indent=2))
         (tmp / f"{name}_model.py").write_text(src.text)
-        (tmp / "README.md").write_text(model_card(spec, model, name, info, weights is not None))
+        (tmp / "README.md").write_text(model_card(spec, model, name, info, weights is not None, out))
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -389,7 +389,8 @@ def _fmt_count(n: float | None) -> str:
     return f"{n:g}"
 
 
-def model_card(spec: ArchSpec, model: torch.nn.Module, name: str, info: ExportInfo, has_weights: bool) -> str:
+def model_card(spec: ArchSpec, model: torch.nn.Module, name: str, info: ExportInfo, has_weights: bool,
+               folder: Path | None = None) -> str:
     """The README.md of an export: genome, per-stage table, costs, metrics, provenance, loading."""
     grids = spec.stage_grids()
     stage_params = info.params_per_stage or [sum(p.numel() for p in st.parameters()) for st in model.stages]
@@ -464,7 +465,7 @@ With attention-nas installed:
 import timm
 import nas.export  # registers attnnas and every exported name with timm
 
-model = timm.create_model("local-dir:/path/to/this/folder", {load_pre})
+model = timm.create_model("local-dir:{folder or '/path/to/this/folder'}", {load_pre})
 model = timm.create_model("{name}", num_classes=10)  # by name, a fresh 10-class classifier
 ```
 

@@ -18,7 +18,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
     )
     p.add_argument("source", metavar="STUDY", help="study name, path/to/genome.json, or preset:NAME")
-    p.add_argument("--trial", default=None, help="trial number, or 'best' (needs --best-by for several objectives)")
+    p.add_argument("--trial", default=None,
+                   help="trial number, or 'best' (needs --best-by for several objectives); "
+                        "left out, the front is listed to pick from")
     p.add_argument("--out", type=Path, default=None, help="folder to write (refused if it exists, unless --force)")
     p.add_argument("--storage", default=None, help="study store URL (default sqlite:///studies/STUDY.db)")
     p.add_argument("--best-by", "--objective", dest="best_by", default=None, metavar="METRIC",
@@ -60,13 +62,10 @@ def run(args: argparse.Namespace) -> int:
         raise NasError("--out DIR is required: the folder to write the export to")
     if args.source.startswith("preset:") or args.source.endswith(".json"):
         return _export_genome(args)
-    if args.trial is None:
-        raise NasError("say which trial: --trial N, or --trial best with --best-by METRIC")
-
     from nas import export as ex
     from nas.front import study_objectives
 
-    trial: int | str = args.trial
+    trial: int | str = args.trial or "best"  # no --trial: list the front unless a rule picks
     if trial != "best":
         try:
             trial = int(trial)

@@ -100,6 +100,8 @@ def test_best_without_a_rule_lists_the_front_and_asks(store, tmp_path, capsys):
     rows = [ln.split()[0] for ln in captured.out.splitlines() if ln[:1].isdigit()]
     assert rows == ["2", "1", "0"]  # the front (best accuracy first); failed, dominated, pruned left out
     assert "--trial N" in captured.out and "--best-by" in captured.err
+    assert nas(STUDY, "--storage", url, "--out", out) == 2  # no --trial at all: the same listing
+    assert [ln.split()[0] for ln in capsys.readouterr().out.splitlines() if ln[:1].isdigit()] == rows
     assert not out.exists()
 
 
