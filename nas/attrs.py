@@ -37,3 +37,4 @@ WEIGHTS = "weights_path"           # proxy-trained state dict file (safetensors/
 STUDY_SPEC = "study_spec"          # the StudySpec as JSON (str)
 STUDY_OBJECTIVES = "objectives"    # [{"name": "accuracy", "direction": "maximize"}, ...]
 STUDY_REFERENCE_POINT = "reference_point"  # hypervolume reference point, objective order
+STUDY_PRESETS = "presets"          # {preset: {"flops", "params", "summary", "genome", "accuracy"?}} references

@@ -1,0 +1,162 @@
+"""The Optuna backend: one study in the RDB store, driven by one or several processes.
+
+- Multi-objective studies use a constrained sampler (NSGA-II, TPE, GP read the constraint
+  values each trial sets with ``trial.set_constraint``; ``random`` ignores them).
+- A single-objective study (accuracy under hard caps) prunes on per-epoch accuracy with the
+  pruner the study file names.
+- ``workers > 1`` spawns that many processes on the same store; several ``nas search`` runs on
+  one PostgreSQL study work the same way. The study stops when it holds ``trials`` counted
+  trials (``nas.progress.counted``), whoever ran them.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+from typing import Any
+
+from nas.backends.common import SearchResult
+from nas.study import StudySpec
+
+
+def make_sampler(spec: StudySpec, worker: int = 0, target: int | None = None) -> Any:
+    """The sampler the study file names (seeded; worker ``i`` gets ``seed + 7919 * i``)."""
+    import optuna
+
+    seed = spec.seed + 7919 * worker
+    n = target or spec.trials or 50
+    startup = max(4, min(10, n // 3))
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True,
+                                          constant_liar=spec.workers > 1)
+    if spec.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, deterministic_objective=True,
+                                         warn_independent_sampling=False)
+    pop = max(4, min(50, n // 4))
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=pop)
+
+
+def make_pruner(spec: StudySpec) -> Any:
+    import optuna
+
+    f, ev = spec.evaluator.fidelity, spec.evaluator
+    if f.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(0, f.min_epochs - 1))
+    if f.pruner == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=f.min_epochs, reduction_factor=f.reduction_factor)
+    if f.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=f.min_epochs, max_resource=ev.epochs,
+                                              reduction_factor=f.reduction_factor)
+    return optuna.pruners.NopPruner()
+
+
+def counted_trials(study: Any) -> int:
+    from nas.progress import counted
+
+    return sum(counted(t) for t in study.get_trials(deepcopy=False))
+
+
+class _StopAt:
+    """Stop the study once it holds ``target`` counted trials (across all workers)."""
+
+    def __init__(self, target: int | None) -> None:
+        self.target = target
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        if self.target is not None and counted_trials(study) >= self.target:
+            study.stop()
+
+
+def run_worker(spec: StudySpec, target: int | None, worker: int = 0, heartbeat_s: float | None = None,
+               progress: Any = None, timeout_s: float | None = None) -> None:
+    """Run trials of ``spec``'s study in this process until the study holds ``target`` counted
+    trials or ``timeout_s`` passes."""
+    import optuna
+    import torch
+
+    from nas.objective import TrialEvaluator, optuna_objective
+    from nas.store import HEARTBEAT_S, open_storage
+
+    torch.set_num_threads(spec.evaluator.threads)
+    storage = open_storage(spec.storage, heartbeat_s=heartbeat_s or HEARTBEAT_S)
+    study = optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec, worker, target),
+                              pruner=make_pruner(spec))
+    te = TrialEvaluator(spec)
+    prune = len(spec.objectives) == 1 and spec.evaluator.fidelity.pruner != "none"
+    callbacks = [_StopAt(target)]
+    if progress is not None:
+        callbacks.append(lambda s, t: progress.update(s))
+    remaining = None if target is None else max(0, target - counted_trials(study))
+    if remaining == 0:
+        return
+    # n_trials bounds this process; _StopAt ends it early when other workers contributed.
+    study.optimize(optuna_objective(te, prune=prune), n_trials=remaining, timeout=timeout_s,
+                   catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
+
+
+def _worker_entry(spec: StudySpec, target: int | None, worker: int, heartbeat_s: float | None,
+                  timeout_s: float | None) -> None:
+    try:
+        run_worker(spec, target, worker, heartbeat_s, None, timeout_s)
+    except KeyboardInterrupt:
+        os._exit(130)
+
+
+def run(spec: StudySpec, *, target: int | None, show_progress: bool = True, heartbeat_s: float | None = None,
+        initial: int = 0) -> SearchResult:
+    """Run the search in this process (``workers == 1``) or in ``workers`` child processes."""
+    import optuna
+
+    from nas.progress import Progress
+    from nas.store import open_storage
+
+    progress = Progress(target, initial=initial, enabled=show_progress, desc=spec.name)
+    interrupted = False
+    try:
+        if spec.workers <= 1:
+            try:
+                run_worker(spec, target, 0, heartbeat_s, progress, spec.timeout_s)
+            except KeyboardInterrupt:
+                interrupted = True
+        else:
+            interrupted = _run_processes(spec, target, heartbeat_s, progress)
+    finally:
+        storage = open_storage(spec.storage, heartbeat_s=None)
+        study = optuna.load_study(study_name=spec.name, storage=storage)
+        progress.update(study)
+        progress.close()
+    return SearchResult(spec.name, spec.storage, counted_trials(study), target, interrupted)
+
+
+def _run_processes(spec: StudySpec, target: int | None, heartbeat_s: float | None, progress: Any) -> bool:
+    import optuna
+
+    from nas.store import open_storage
+
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker_entry, args=(spec, target, i, heartbeat_s, spec.timeout_s), daemon=False)
+             for i in range(spec.workers)]
+    for p in procs:
+        p.start()
+    storage = open_storage(spec.storage, heartbeat_s=None)
+    study = optuna.load_study(study_name=spec.name, storage=storage)
+    interrupted = False
+    try:
+        while any(p.is_alive() for p in procs):
+            progress.update(study)
+            time.sleep(2.0)
+    except KeyboardInterrupt:
+        interrupted = True
+        for p in procs:  # they got the same SIGINT; give them time to mark their trial
+            p.join(timeout=15)
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+                p.join(timeout=5)
+    for p in procs:
+        p.join()
+    return interrupted

@@ -1,0 +1,206 @@
+"""`nas search` / `nas front` end to end on SQLite: the store schema, constraints, reuse, resume,
+failures and the one-line errors. Synthetic accuracies keep most of these fast; one test trains
+real proxies on digits."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+
+from nas import attrs
+from nas.cli import main
+from nas.front import hypervolume, load_trials, pareto_front
+from nas.testing import make_tiny_study, tiny_study_text
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _write(tmp_path: Path, text: str, name: str = "s.toml") -> Path:
+    d = tmp_path / "studies"
+    d.mkdir(exist_ok=True)
+    p = d / name
+    p.write_text(text)
+    return p
+
+
+def _url(tmp_path: Path, name: str = "t.db") -> str:
+    return f"sqlite:///{tmp_path / name}"
+
+
+def test_search_then_front_end_to_end(tmp_path, capsys):
+    url = _url(tmp_path)
+    study = _write(tmp_path, tiny_study_text("e2e", url, trials=10))
+    assert main(["search", str(study), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "Pareto front" in out and "hypervolume" in out
+    html = tmp_path / "studies" / "e2e_front.html"
+    text = html.read_text()
+    assert "plotly" in text and len(text) > 1_000_000  # plotly.js inlined: opens offline
+    assert "deit_tiny" in text  # the preset is marked
+
+    recs = load_trials(url, "e2e")
+    assert len(recs) == 10
+    for r in recs:
+        assert r.state == "COMPLETE"
+        ua = r.user_attrs
+        for key in (attrs.GENOME, attrs.ARCH_ID, attrs.SUMMARY, attrs.FLOPS, attrs.PARAMS, attrs.FEASIBLE,
+                    attrs.CONSTRAINTS, attrs.CODE_VERSION, attrs.FLOPS_PER_STAGE):
+            assert key in ua, key
+        from search_space import ArchSpec
+
+        assert ArchSpec.from_json(r.genome).arch_id == r.arch_id
+        if r.feasible:
+            assert attrs.ACCURACY_PER_EPOCH in ua and r.epochs == r.epoch_budget == 2
+            assert r.values["flops"] == r.flops <= 2_000_000
+        else:  # over budget: recorded with its constraint values, never trained
+            assert r.flops > 2_000_000 and r.constraints["max_flops"] > 0
+            assert attrs.ACCURACY_PER_EPOCH not in ua and "over budget" in r.failure
+
+    assert main(["front", "e2e", "--storage", url, "--json"]) == 0
+    members = json.loads(capsys.readouterr().out)
+    front = pareto_front(recs, ["accuracy", "flops"])
+    assert [m["trial"] for m in members] == [r.number for r in front]
+    for m in members:
+        assert {"trial", "values", "genome", "flops", "params"} <= set(m)
+        assert m["genome"]["stages"] and m["values"]["flops"] == m["flops"]
+    assert main(["front", str(study), "--csv"]) == 0
+    csv_lines = capsys.readouterr().out.strip().splitlines()
+    assert csv_lines[0].startswith("trial,accuracy,flops") and len(csv_lines) == len(front) + 1
+    assert hypervolume(recs, ["accuracy", "flops"], [0.0, 2e6]) > 0
+
+
+def test_resume_continues_with_the_named_sampler(tmp_path, capsys):
+    url = _url(tmp_path)
+    study = _write(tmp_path, tiny_study_text("res", url, trials=4))
+    assert main(["search", str(study), "--no-progress"]) == 0
+    first = {r.number: r for r in load_trials(url, "res")}
+    assert main(["search", str(study), "--no-progress"]) == 0  # already done: says so
+    assert "already holds 4 trials" in capsys.readouterr().out
+    assert main(["search", str(study), "--no-progress", "--trials", "7", "--sampler", "tpe"]) == 0
+    after = {r.number: r for r in load_trials(url, "res")}
+    assert len(after) == 7
+    for n, r in first.items():  # nothing finished was lost or changed
+        assert after[n].values == r.values and after[n].arch_id == r.arch_id
+
+
+def test_same_genome_is_trained_once(tmp_path):
+    text = tiny_study_text("dup", _url(tmp_path), trials=5)
+    # a space with exactly one genome
+    text = (text.replace('shapes = ["isotropic", "pyramid"]', 'shapes = ["isotropic"]')
+            .replace("patch_size = [2, 4]", "patch_size = [4]").replace('pos = ["none", "sincos"]', 'pos = ["none"]')
+            .replace("iso_depth = [1, 2]", "iso_depth = [1, 1]").replace("width = { low = 16, high = 32, step = 16 }", "width = [16, 16]")
+            .replace("[space.mixers.attention]\nnum_heads = [1, 2]\n", "").replace("[space.mixers.sepconv]\nkernel_size = [3]\n", ""))
+    p = _write(tmp_path, text)
+    assert main(["search", str(p), "--no-progress"]) == 0
+    recs = load_trials(_url(tmp_path), "dup")
+    assert len({r.arch_id for r in recs}) == 1
+    trained = [r for r in recs if r.reused_from is None]
+    assert len(trained) == 1
+    for r in recs:
+        if r.reused_from is not None:
+            assert r.reused_from == trained[0].number and r.accuracy == trained[0].accuracy
+    assert len(pareto_front(recs, ["accuracy", "flops"])) == 1  # one genome, one front member
+
+
+def test_single_objective_with_pruning(tmp_path):
+    text = tiny_study_text("single", _url(tmp_path), trials=12, objectives=("accuracy",), sampler="tpe")
+    text = text.replace("batch_size = 32", 'batch_size = 32\nfidelity = { pruner = "median", min_epochs = 1 }')
+    text = text.replace("epochs = 2", "epochs = 4")
+    assert main(["search", str(_write(tmp_path, text)), "--no-progress"]) == 0
+    study = optuna.load_study(study_name="single", storage=_url(tmp_path))
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE]
+    states = {t.state.name for t in study.trials}
+    assert "COMPLETE" in states
+    for t in study.trials:
+        if t.state.name == "PRUNED":
+            assert t.user_attrs[attrs.EPOCHS] < t.user_attrs[attrs.EPOCH_BUDGET]
+            assert t.user_attrs[attrs.FAILURE].startswith("pruned")
+        if t.state.name == "COMPLETE" and t.user_attrs[attrs.FEASIBLE] and attrs.REUSED_FROM not in t.user_attrs:
+            assert len(t.intermediate_values) == 4
+
+
+def test_real_proxy_training_and_a_diverging_trial(tmp_path):
+    # one real proxy trial on 64 digits; then a recipe that diverges: FAILED with its reason,
+    # and the search goes on to the next trial
+    url = _url(tmp_path)
+    make_tiny_study(url, "proxy", trials=1, proxy=True)
+    (r,) = load_trials(url, "proxy")
+    if r.feasible:
+        assert r.state == "COMPLETE" and 0.0 <= r.accuracy <= 1.0 and len(r.accuracy_per_epoch) == 1
+        assert r.train_time_s > 0
+    text = tiny_study_text("nan", url, trials=2, kind="proxy", epochs=1, max_flops="50M")
+    text = text.replace("batch_size = 32", "batch_size = 32\nlr = 1e9")
+    assert main(["search", str(_write(tmp_path, text)), "--no-progress"]) == 0
+    recs = load_trials(url, "nan")
+    assert len(recs) == 2
+    for r in recs:
+        assert r.state == "FAIL" and "diverged" in r.failure
+
+
+def test_one_line_errors(tmp_path, capsys):
+    bad = _write(tmp_path, "[study]\nname = 'x'\ntrials = \n", "bad.toml")
+    assert main(["search", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "bad.toml, line 3" in err
+
+    tight = _write(tmp_path, tiny_study_text("tight", _url(tmp_path), max_flops="1K"), "tight.toml")
+    assert main(["search", str(tight)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no candidate of the space meets the budget" in err
+    assert "smallest seen had" in err and "no preset fits" in err
+
+    unreachable = _write(tmp_path, tiny_study_text("u", "postgresql://nobody@127.0.0.1:1/none"), "u.toml")
+    assert main(["search", str(unreachable)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot open storage postgresql://nobody@127.0.0.1:1/none" in err
+
+    text = tiny_study_text("c", _url(tmp_path), kind="proxy").replace(
+        'dataset = "digits"', f'dataset = "cifar10"\nroot = "{tmp_path / "no_such_dir"}"')
+    assert main(["search", str(_write(tmp_path, text, "c.toml"))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no_such_dir" in err and "does not exist" in err
+
+    assert main(["front", "nothing_here", "--storage", _url(tmp_path, "t.db")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no study 'nothing_here'" in err
+
+
+def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
+    url = _url(tmp_path)
+    text = tiny_study_text("intr", url, trials=3, kind="proxy", epochs=1, max_flops="50M")
+    text = text.replace("subset = 64", "subset = 600").replace("epochs = 1", "epochs = 40")
+    p = _write(tmp_path, text)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "nas.cli", "search", str(p), "--no-progress"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        running = False
+        while time.time() < deadline and not running:
+            time.sleep(1.0)
+            try:
+                st = optuna.load_study(study_name="intr", storage=url)
+                running = any(t.state.name == "RUNNING" and attrs.GENOME in t.user_attrs
+                              and t.user_attrs.get(attrs.FEASIBLE) for t in st.trials)
+            except Exception:
+                pass
+        assert running, "no trial started"
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err
+    recs = load_trials(url, "intr")
+    interrupted = [r for r in recs if r.state == "FAIL"]
+    assert interrupted and all(r.failure == "interrupted" for r in interrupted)
+    assert not [r for r in recs if r.state == "RUNNING"]

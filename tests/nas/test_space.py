@@ -1,0 +1,82 @@
+"""The search space: define-by-run suggestions are valid genomes; knobs are conditional and clamped."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nas import NasError, load_study
+from nas.space import SearchSpace, clamp_knobs
+from nas.study import parse_study
+from nas.testing import tiny_study_text
+from operators import MIXERS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def quick_space() -> SearchSpace:
+    return SearchSpace(load_study(ROOT / "studies" / "quickstart.toml"))
+
+
+def test_random_genomes_are_valid_and_varied(quick_space):
+    rng = random.Random(0)
+    genomes = [quick_space.sample(rng) for _ in range(150)]
+    for g in genomes:
+        g.validate()
+        assert g.img_size == 16 and g.num_classes == 10
+        assert g.img_size % g.total_stride == 0
+    mixers = {s.mixer for g in genomes for s in g.stages}
+    assert mixers == {"attention", "window", "sra", "sepconv", "pool"}
+    assert {len(g.stages) for g in genomes} >= {1, 2, 3}
+    assert len({g.arch_id for g in genomes}) > 140
+
+
+def test_optuna_define_by_run_conditional_knobs(quick_space):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(60):
+        trial = study.ask()
+        g = quick_space.suggest(trial)
+        study.tell(trial, 0.0)
+        names = set(trial.params)
+        for i, s in enumerate(g.stages):
+            prefix = "iso" if len(g.stages) == 1 else f"s{i}"
+            knob_params = {n for n in names if n.startswith(f"{prefix}.")}
+            # a window size is asked only when the stage's mixer has windows
+            assert (f"{prefix}.window.window_size" in knob_params) == (s.mixer == "window")
+            assert not any(n.startswith(f"{prefix}.pool.") for n in knob_params)  # pool: no searched knobs
+
+
+def test_knobs_are_clamped_to_the_grid_and_width():
+    window = MIXERS.get("window")
+    k = clamp_knobs(window, 48, (2, 2), {"num_heads": 5, "window_size": 4})
+    assert k["window_size"] == 2 and 48 % k["num_heads"] == 0 and k["num_heads"] == 4
+    assert window.check(48, (2, 2), k) is None
+    sra = MIXERS.get("sra")
+    assert clamp_knobs(sra, 32, (2, 2), {"num_heads": 2, "sr_ratio": 4})["sr_ratio"] == 2
+
+
+def test_unsupported_attention_position_falls_back(quick_space):
+    rng = random.Random(1)
+    for _ in range(100):
+        g = quick_space.sample(rng)
+        for s in g.stages:
+            if s.pos == "rel_bias":
+                assert s.mixer in ("attention", "window")
+
+
+def test_patch_that_does_not_divide_the_image_is_rejected():
+    text = tiny_study_text().replace("patch_size = [2, 4]", "patch_size = [3]")
+    with pytest.raises(NasError, match="does not divide img_size=16"):
+        SearchSpace(parse_study(text))
+
+
+def test_new_registered_mixers_are_accepted_by_name():
+    names = [n for n in MIXERS.names()]
+    text = tiny_study_text().replace("[space.mixers.pool]", "[space.mixers.pool]\n" + "\n".join(
+        f"[space.mixers.{n}]" for n in names if n not in ("attention", "pool", "sepconv")))
+    spec = parse_study(text)
+    assert {m.name for m in spec.space.mixers} == set(names)
