@@ -56,8 +56,8 @@ class ConvProjectionAttention(TokenMixer):
         k, s = knobs.get("kernel_size", 3), knobs.get("kv_stride", 2)
         if k < 1 or k % 2 == 0:
             return f"kernel_size={k} must be odd and positive (the projection keeps the map size)"
-        if not 1 <= s <= min(grid_size):
-            return f"kv_stride={s} must be between 1 and the feature map side {min(grid_size)}"
+        if s < 1:  # a stride past the map side is allowed: keys/values shrink to one token
+            return f"kv_stride={s} must be at least 1"
         return super().check(dim, grid_size, knobs)
 
     def _project(self, conv: nn.Module, proj: nn.Linear, x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,9 @@ apart (one from every window), giving a sparse global reach. Cost of either: O(N
 timm's ``maxxvit.PartitionAttentionCl`` is a whole block (norm, attention and MLP) and asserts
 that the partition divides the grid, so it does not fit a token mixer: the mixers here reuse
 the window layout of ``operators.window_attention`` and their attention has the same parameters
-as timm's ``maxxvit.AttentionCl`` (``dim_head`` heads, qkv and proj with bias; a test checks).
+as timm's ``maxxvit.AttentionCl`` (qkv and proj with bias) and, on grids the partition divides,
+the same output (tests check both). The knobs use the shared names ``num_heads`` and
+``window_size`` (the partition side P or G) so search spaces clamp them like Swin's.
 Grids the partition does not divide are padded and the padded keys are masked.
 """
 
@@ -108,6 +110,9 @@ class PartitionAttention(TokenMixer):
 
 
 class _MaxVitAttention(PartitionAttention):
+    """``window_size`` is the partition side: P for block attention, G for grid attention
+    (MaxViT uses 7 for both and 32 channels per head, i.e. ``num_heads = dim // 32``)."""
+
     mode = "block"
 
     def __init__(
@@ -117,19 +122,16 @@ class _MaxVitAttention(PartitionAttention):
         grid_size: tuple[int, int] = (14, 14),
         pos_encoding: str = "none",
         block_index: int = 0,
-        head_dim: int = 32,
-        partition_size: int = 7,
+        num_heads: int = 4,
+        window_size: int = 7,
         qkv_bias: bool = True,
     ) -> None:
-        super().__init__(dim, grid_size=grid_size, pos_encoding=pos_encoding, num_heads=max(dim // head_dim, 1),
-                         partition_size=partition_size, qkv_bias=qkv_bias)
+        super().__init__(dim, grid_size=grid_size, pos_encoding=pos_encoding, num_heads=num_heads,
+                         partition_size=window_size, qkv_bias=qkv_bias)
 
     @classmethod
     def check(cls, dim: int, grid_size: tuple[int, int], knobs: dict[str, Any]) -> str | None:
-        hd = knobs.get("head_dim", 32)
-        if hd <= 0 or dim % hd:
-            return f"head_dim={hd} must be positive and divide the width {dim} (MaxViT uses 32)"
-        why = cls.check_partition("partition_size", knobs.get("partition_size", 7), grid_size)
+        why = cls.check_partition("window_size", knobs.get("window_size", 7), grid_size)
         return why or super().check(dim, grid_size, knobs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,13 +140,13 @@ class _MaxVitAttention(PartitionAttention):
 
 @MIXERS.register("maxvit_block")
 class MaxVitBlockAttention(_MaxVitAttention):
-    """MaxViT block attention: windows of ``partition_size`` squared neighbouring tokens."""
+    """MaxViT block attention: windows of ``window_size`` squared neighbouring tokens."""
 
     mode = "block"
 
 
 @MIXERS.register("maxvit_grid")
 class MaxVitGridAttention(_MaxVitAttention):
-    """MaxViT grid attention: ``partition_size`` squared tokens spread evenly over the map."""
+    """MaxViT grid attention: groups of ``window_size`` squared tokens spread evenly over the map."""
 
     mode = "grid"

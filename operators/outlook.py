@@ -46,8 +46,6 @@ class OutlookAttention(TokenMixer):
             return f"kernel_size={k} must be odd and positive (the window is centred on its token)"
         if not 1 <= s <= k:
             return f"stride={s} must be between 1 and kernel_size={k}, or some tokens get no output"
-        if s > min(grid_size):
-            return f"stride={s} is larger than the {grid_size[0]}x{grid_size[1]} feature map"
         return super().check(dim, grid_size, knobs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -81,14 +81,20 @@ def test_maxvit_params_match_timm_attention_cl(pos):
     rel = partial(RelPosBias, window_size=(7, 7)) if pos == "rel_bias" else None
     ref = AttentionCl(DIM, DIM, dim_head=32, rel_pos_cls=rel)
     for name in ("maxvit_block", "maxvit_grid"):
-        assert _params(_build(name, pos=pos)) == _params(ref)
+        assert _params(_build(name, pos=pos, num_heads=2)) == _params(ref)  # MaxViT: 32 channels per head
 
 
 @pytest.mark.parametrize("name,mode", [("maxvit_block", "block"), ("maxvit_grid", "grid")])
 def test_maxvit_matches_timm_partitions_on_divisible_grid(name, mode):
-    from timm.models.maxxvit import AttentionCl, grid_partition, grid_reverse, window_partition, window_reverse
+    from timm.models.maxxvit import (
+        AttentionCl,
+        grid_partition,
+        grid_reverse,
+        window_partition,
+        window_reverse,
+    )
 
-    m = _build(name)
+    m = _build(name, num_heads=2)  # MaxViT: 32 channels per head
     ref = AttentionCl(DIM, DIM, dim_head=32, head_first=False).eval()
     ref.load_state_dict(m.state_dict())
     x = torch.randn(2, 14, 14, DIM)
@@ -113,10 +119,10 @@ def test_maxvit_padding_is_masked(grid):
     real tokens only (so padded keys are masked)."""
     H, W = grid
     x = torch.randn(2, H, W, DIM)
-    block = _build("maxvit_block", grid=grid, partition_size=4)
+    block = _build("maxvit_block", grid=grid, window_size=4)
     crops = [(slice(None), slice(r, r + 4), slice(c, c + 4)) for r in range(0, H, 4) for c in range(0, W, 4)]
     torch.testing.assert_close(block(x), _attend_crops(block, x, crops))
-    gridm = _build("maxvit_grid", grid=grid, partition_size=4)
+    gridm = _build("maxvit_grid", grid=grid, window_size=4)
     sh, sw = -(-H // 4), -(-W // 4)  # stride between the members of a grid group
     crops = [(slice(None), slice(a, None, sh), slice(b, None, sw)) for a in range(sh) for b in range(sw)]
     torch.testing.assert_close(gridm(x), _attend_crops(gridm, x, crops))
@@ -126,11 +132,11 @@ def test_shuffle_window_alternates_regular_and_shuffled_windows():
     x = torch.randn(2, 14, 14, DIM)
     for block_index, twin in ((0, "maxvit_block"), (1, "maxvit_grid")):
         m = _build("shuffle_window", block_index=block_index, num_heads=2, window_size=7)
-        ref = _build(twin, head_dim=32, partition_size=7)
+        ref = _build(twin, num_heads=2, window_size=7)
         ref.load_state_dict(m.state_dict())
         torch.testing.assert_close(m(x), ref(x))
     plain = _build("shuffle_window", block_index=1, shuffle=False, num_heads=2)
-    ref = _build("maxvit_block")
+    ref = _build("maxvit_block", num_heads=2)
     ref.load_state_dict(plain.state_dict())
     torch.testing.assert_close(plain(x), ref(x))
 
@@ -141,8 +147,7 @@ def test_shuffle_window_alternates_regular_and_shuffled_windows():
 def test_talking_heads_identity_mixing_is_plain_attention():
     m = _build("talking_heads", num_heads=4)  # the head maps start as the identity
     g = GlobalAttention(DIM, num_heads=4).eval()
-    g.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("proj_")} |
-                      {k: v for k, v in m.state_dict().items() if k.startswith("proj.")})
+    g.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("proj_")})  # all but the head maps
     x = torch.randn(2, 8, 12, DIM)
     torch.testing.assert_close(m(x), g(x), atol=1e-5, rtol=1e-4)
 
@@ -156,10 +161,8 @@ def test_talking_heads_matches_timm_cait():
             p.normal_()
     ref = TalkingHeadAttn(DIM, num_heads=4, qkv_bias=True).eval()
     assert _params(m) == _params(ref)
-    sd = m.state_dict()
-    ref.load_state_dict({"qkv.weight": sd["qkv.weight"], "qkv.bias": sd["qkv.bias"], "proj.weight": sd["proj.weight"],
-                         "proj.bias": sd["proj.bias"], "proj_l.weight": sd["proj_l_weight"], "proj_l.bias": sd["proj_l_bias"],
-                         "proj_w.weight": sd["proj_w_weight"], "proj_w.bias": sd["proj_w_bias"]})
+    # proj_l_weight -> proj_l.weight, ...: timm keeps the head maps as nn.Linear
+    ref.load_state_dict({k.replace("_weight", ".weight").replace("_bias", ".bias"): v for k, v in m.state_dict().items()})
     x = torch.randn(2, 7, 7, DIM)
     torch.testing.assert_close(m(x), ref(x.flatten(1, 2)).view(2, 7, 7, DIM), atol=1e-5, rtol=1e-4)
 
@@ -263,9 +266,9 @@ def test_conv_proj_squeezes_keys_and_values():
 @pytest.mark.parametrize("name,knobs,needle", [
     ("outlook", {"kernel_size": 4}, "odd"),
     ("outlook", {"stride": 4}, "stride"),
-    ("conv_proj", {"kv_stride": 9}, "kv_stride"),
-    ("maxvit_block", {"head_dim": 24}, "head_dim"),
-    ("maxvit_grid", {"partition_size": 8}, "partition_size"),
+    ("conv_proj", {"kv_stride": 0}, "kv_stride"),
+    ("maxvit_block", {"num_heads": 5}, "num_heads"),
+    ("maxvit_grid", {"window_size": 8}, "window_size"),
     ("shuffle_window", {"window_size": 8}, "window_size"),
     ("xca", {"num_heads": 5}, "num_heads"),
     ("focal_modulation", {"focal_window": 4}, "focal_window"),
@@ -287,3 +290,20 @@ def test_non_attention_mixers_declare_no_position_encoding():
     for name in ("outlook", "xca", "focal_modulation", "shift", "lka", "lsh", "conv_proj"):
         assert MIXERS.get(name).supported_pos == frozenset(), name
     assert "irpe" not in MIXERS.get("longformer").supported_pos
+
+
+def test_genome_validation_uses_the_declared_encodings():
+    import dataclasses
+
+    from search_space import PRESETS
+
+    base = PRESETS["deit_tiny"]
+
+    def with_mixer(mixer: str, pos: str):
+        stages = tuple(dataclasses.replace(s, mixer=mixer, mixer_knobs={"num_heads": 3}, pos=pos) for s in base.stages)
+        return base.replace(stages=stages)
+
+    with_mixer("longformer", "rel_bias").validate()
+    with_mixer("maxvit_grid", "rope_axial").validate()
+    with pytest.raises(ValueError, match="xca"):
+        with_mixer("xca", "rel_bias").validate()
