@@ -117,9 +117,10 @@ class ProxyResult:
     """What one proxy-training run produced.
 
     ``accuracy``/``loss`` are the last validation's top-1 (in [0, 1]) and loss (None when no
-    epoch finished); ``train_flops`` counts multiply-accumulates (DESIGN's "FLOPs") as
-    3 x forward MACs x images trained (forward + backward); None when the model could not be
-    counted.
+    epoch finished); ``train_time_s`` is the time spent in training steps (``images_per_s`` is
+    measured on it), ``eval_time_s`` in validation, ``wall_time_s`` everything. ``train_flops``
+    counts multiply-accumulates (DESIGN's "FLOPs") as 3 x forward MACs x images trained
+    (forward + backward); None when the model could not be counted.
     """
 
     status: str
@@ -135,6 +136,7 @@ class ProxyResult:
     images: int = 0
     wall_time_s: float = 0.0
     train_time_s: float = 0.0
+    eval_time_s: float = 0.0
     images_per_s: float = 0.0
     flops_per_image: int | None = None
     train_flops: int | None = None
@@ -227,6 +229,14 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _adamw(model: nn.Module, cfg: ProxyConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with the fused (single-kernel) update where this torch supports it on ``device``."""
+    try:
+        return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+
+
 class DeviceBatches:
     """The dataset on the device as ``uint8``, batched by indexing, augmented per batch.
 
@@ -317,8 +327,7 @@ class ProxyTrainer:
                 train = DeviceBatches(data.train_x, data.train_y, data.mean, data.std, device, pad, flip)
                 val = DeviceBatches(data.val_x, data.val_y, data.mean, data.std, device, 0, False)
                 gen = torch.Generator(device=device).manual_seed(cfg.seed)
-                opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,
-                                        fused=device.type == "cuda")
+                opt = _adamw(model, cfg, device)
                 warmup = round(cfg.warmup_frac * total_steps)
                 sched = torch.optim.lr_scheduler.LambdaLR(
                     opt, lambda s: cosine_lr(s, total_steps, warmup, cfg.min_lr_ratio))
@@ -384,11 +393,13 @@ class ProxyTrainer:
                         result.reason = (f"time limit {cfg.time_limit_s:g}s reached after "
                                          f"{result.epochs} of {epoch_budget} epochs")
                         break
+                    t_eval = time.perf_counter()
                     try:
                         acc, vloss = self._evaluate(model, val, cfg.eval_batch_size, autocast)
                     except torch.OutOfMemoryError:
                         oom_at = f"oom at eval batch (epoch {epoch}, eval batch size {cfg.eval_batch_size})"
                         break
+                    result.eval_time_s += time.perf_counter() - t_eval
                     result.epochs = epoch
                     result.accuracy, result.loss = acc, vloss
                     result.accuracy_per_epoch.append(acc)
