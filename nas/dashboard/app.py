@@ -133,6 +133,7 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
     from dash import Input, Output, State, dash_table, dcc, html
     from dash.exceptions import PreventUpdate
 
+    _preload_lazy_imports()
     state = DashboardState(storage_url, references=references, count_references=count_references)
     app = dash.Dash(__name__, title="attention NAS dashboard", update_title=None)
     app.server.config["NAS_STATE"] = state
@@ -314,6 +315,18 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
         return FIG.architecture_figure(arch), FIG.learning_curve_figure(arch), arch["export_command"], hint
 
     return app
+
+
+def _preload_lazy_imports() -> None:
+    """Import what plotly and the data layer import lazily, once, before the threaded server
+    starts: two callbacks importing pandas for the first time at once can see it half-initialised."""
+    import importlib
+
+    for name in ("numpy", "pandas", "plotly.graph_objects", "plotly.subplots", "optuna"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
 
 
 def build_views(data: D.StudyData, x: str, y: str, refs: list[dict[str, Any]]) -> dict[str, Any]:

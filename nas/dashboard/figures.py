@@ -64,13 +64,24 @@ def pareto_figure(rows: Sequence[dict[str, Any]], front2d: Sequence[dict[str, An
     """2D front: front members, dominated, not eligible and infeasible trials told apart; the
     pair's own front drawn as a staircase line; reference models on the same axes (with no
     accuracy, a model on an accuracy plot is a dashed line at its cost)."""
-    pts = [r for r in rows if r["category"] in CATEGORY_STYLE and _num(r.get(x)) and _num(r.get(y))]
+    # over-budget trials were not trained: on an accuracy axis they sit on a rug below the rest
+    accs = [r["accuracy"] for r in rows if _num(r.get("accuracy"))]
+    floor = (min(accs) - 0.04 * ((max(accs) - min(accs)) or 1.0)) if accs else 0.0
+
+    def coord(r: dict[str, Any], k: str) -> float | None:
+        v = r.get(k)
+        if _num(v):
+            return v
+        return floor if k == "accuracy" and r["category"] == "infeasible" else None
+
+    pts = [r for r in rows if r["category"] in CATEGORY_STYLE and coord(r, x) is not None and coord(r, y) is not None]
     Scatter = _scatter_cls(len(pts))
     fig = go.Figure()
     for cat, style in CATEGORY_STYLE.items():
         sub = [r for r in pts if r["category"] == cat]
         fig.add_trace(Scatter(
-            x=[r[x] for r in sub], y=[r[y] for r in sub], mode="markers", name=f"{style['name']} ({len(sub)})",
+            x=[coord(r, x) for r in sub], y=[coord(r, y) for r in sub], mode="markers",
+            name=f"{style['name']} ({len(sub)})",
             customdata=[r["number"] for r in sub], hovertext=[_hover(r, (x, y)) for r in sub], hoverinfo="text",
             marker={"color": style["color"], "size": style["size"], "symbol": style["symbol"],
                     "line": {"width": 1, "color": "white"} if cat == "front" else None},
@@ -121,10 +132,12 @@ def _add_references(fig: go.Figure, refs: Sequence[dict[str, Any]], x: str, y: s
                 continue
             if y == "accuracy" and _num(r.get(x)):
                 fig.add_vline(x=r[x], line={"dash": "dot", "color": color, "width": 1},
-                              annotation={"text": r["label"], "textangle": -90, "font": {"size": 9, "color": color}})
+                              annotation_text=f"{r['label']} (not evaluated)", annotation_position="bottom right",
+                              annotation_textangle=-90, annotation_font_size=10, annotation_font_color=color)
             elif x == "accuracy" and _num(r.get(y)):
                 fig.add_hline(y=r[y], line={"dash": "dot", "color": color, "width": 1},
-                              annotation={"text": r["label"], "font": {"size": 9, "color": color}})
+                              annotation_text=f"{r['label']} (not evaluated)", annotation_position="top left",
+                              annotation_font_size=10, annotation_font_color=color)
 
 
 def pareto3d_figure(rows: Sequence[dict[str, Any]], axes: Sequence[str]) -> go.Figure:
@@ -209,7 +222,7 @@ def architecture_figure(arch: dict[str, Any]) -> go.Figure:
         return message_figure("this trial has no genome", height=250)
     fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45],
                         subplot_titles=("stages (box width = depth, height = width)", "per-stage costs"),
-                        specs=[[{}, {"secondary_y": True}]])
+                        )
     mixers = list(dict.fromkeys(s["mixer"] for s in stages))
     color = {m: MIXER_COLORS[i % len(MIXER_COLORS)] for i, m in enumerate(mixers)}
     x0, max_dim = 0.0, max(s["dim"] or 1 for s in stages)
@@ -223,16 +236,18 @@ def architecture_figure(arch: dict[str, Any]) -> go.Figure:
     fig.update_xaxes(visible=False, row=1, col=1)
     fig.update_yaxes(visible=False, range=[-0.6, 0.6], row=1, col=1)
     labels = [f"stage {s['stage']}" for s in stages]
-    if any(s.get("flops") is not None for s in stages):
-        fig.add_trace(go.Bar(x=labels, y=[(s["flops"] or 0) / 1e6 for s in stages], name="MFLOPs (MACs)",
-                             marker_color="#ff7f0e", offsetgroup=0), row=1, col=2)
-    if any(s.get("params") is not None for s in stages):
-        fig.add_trace(go.Bar(x=labels, y=[(s["params"] or 0) / 1e6 for s in stages], name="M params",
-                             marker_color="#2ca02c", offsetgroup=1), row=1, col=2)
-    if any(s.get("latency_ms") is not None for s in stages):
-        fig.add_trace(go.Scatter(x=labels, y=[s["latency_ms"] for s in stages], name="latency (ms)",
-                                 mode="lines+markers", marker_color="#1f77b4"), row=1, col=2, secondary_y=True)
-        fig.update_yaxes(title_text="ms", row=1, col=2, secondary_y=True)
+    # each cost as the stage's share of the stages' total, so the three fit one axis; hover: absolute
+    for key, name, color, unit, scale in (("flops", "FLOPs", "#ff7f0e", "MMACs", 1e6),
+                                          ("params", "params", "#2ca02c", "M", 1e6),
+                                          ("latency_ms", "latency (CPU)", "#1f77b4", "ms", 1.0)):
+        vals = [s.get(key) for s in stages]
+        if all(v is None for v in vals):
+            continue
+        total = sum(v or 0 for v in vals) or 1.0
+        fig.add_trace(go.Bar(x=labels, y=[(v or 0) / total for v in vals], name=name, marker_color=color,
+                             hovertext=[f"{name}: {(v or 0) / scale:.4g} {unit}" for v in vals], hoverinfo="text"),
+                      row=1, col=2)
+    fig.update_yaxes(tickformat=".0%", title_text="share of the stages' total", row=1, col=2)
     fig.update_layout(template="plotly_white", height=320, title=f"trial {arch['number']}: {arch.get('summary') or ''}",
                       margin={"l": 20, "r": 20, "t": 70, "b": 30}, legend={"orientation": "h", "y": -0.15},
                       barmode="group")

@@ -208,8 +208,14 @@ def test_figures_from_records(store_url):
     views = build_views(data, "flops", "accuracy", [{"name": "preset:x", "label": "x", "kind": "preset",
                                                      "flops": 1e9, "accuracy": None}])
     drawn = sum(len(t.x) for t in views["pareto"].data if (t.meta or {}).get("category") in FIG.CATEGORY_STYLE)
-    expected = sum(1 for r in data.rows if r["category"] in FIG.CATEGORY_STYLE and r["accuracy"] is not None)
+    expected = sum(1 for r in data.rows if r["category"] in FIG.CATEGORY_STYLE
+                   and (r["accuracy"] is not None or r["category"] == "infeasible"))
     assert drawn == expected > 0
+    infeasible = [r for r in data.rows if r["category"] == "infeasible"]
+    assert infeasible and all(r["accuracy"] is None for r in infeasible)  # told 0, never trained
+    rug = next(t for t in views["pareto"].data if (t.meta or {}).get("category") == "infeasible")
+    assert len(rug.y) == len(infeasible) and max(rug.y) < min(r["accuracy"] for r in data.rows
+                                                             if r["accuracy"] is not None)
     assert views["pareto3d"] is not None and len(views["pareto3d"].data) == len(FIG.CATEGORY_STYLE)
     assert any(s.x0 == 1e9 for s in views["pareto"].layout.shapes)  # reference with no accuracy: a line
     # big studies switch to WebGL
