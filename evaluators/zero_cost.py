@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from evaluators.data import LoadedData
 from nas.errors import NasError
 
 PROXIES = ("naswot", "synflow", "grad_norm", "snip", "flops", "params")
@@ -219,3 +220,14 @@ def zero_cost_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             torch.manual_seed(seed)
             out[name] = fns[name]()
     return out
+
+
+def score(proxy: str, model: nn.Module, data: LoadedData | tuple[torch.Tensor, torch.Tensor], seed: int = 0,
+          batch_size: int = 64) -> float:
+    """One proxy's score of ``model`` on a seeded, class-balanced batch of ``data`` (a
+    ``LoadedData``) or on a given ``(x, y)`` batch."""
+    if isinstance(data, tuple):
+        x, y = data
+    else:
+        x, y = data.batch(batch_size, split="train", device=_first_param(model).device, seed=seed)
+    return zero_cost_scores(model, x, y, proxies=[proxy], seed=seed)[proxy]

@@ -112,6 +112,15 @@ def test_grad_proxies_see_the_labels(batch):
     assert a != b and zc.grad_norm(m, x, y) > 0
 
 
+def test_score_one_proxy_from_loaded_data():
+    data = load_dataset(DataSpec(img_size=32, subset=64))
+    m = deit_like()
+    a = zc.score("naswot", m, data, seed=0)
+    assert a == zc.score("naswot", m, data, seed=0) and math.isfinite(a)
+    assert zc.score("naswot", m, data.batch(64, seed=0)) == a  # the same seeded batch
+    assert zc.score("params", m, data) == sum(p.numel() for p in m.parameters())
+
+
 def test_unknown_proxy_is_an_error(batch):
     with pytest.raises(NasError, match="unknown zero-cost proxy 'jacov'"):
         zc.zero_cost_scores(deit_like(), *batch, proxies=["jacov"])
