@@ -61,7 +61,6 @@ def fallback_sample(rng: random.Random, img: int, num_classes: int):
 
 def sample_architectures(n: int, seed: int) -> tuple[list[Any], dict[str, Any], str]:
     """``n`` distinct genomes within the study's constraints, plus the study's recipe and the sampler used."""
-    import torch
 
     from evaluators.proxy import forward_macs
     from search_space import build_model
@@ -163,7 +162,7 @@ def correlations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         estimators[name] = [r["zero_cost"][name] for r in rows]
     out = []
     for name, est in estimators.items():
-        pairs = [(e, t) for e, t in zip(est, target) if e is not None and t is not None and math.isfinite(e)]
+        pairs = [(e, t) for e, t in zip(est, target, strict=False) if e is not None and t is not None and math.isfinite(e)]
         es, ts = [p[0] for p in pairs], [p[1] for p in pairs]
         tau, p_tau = kendalltau(es, ts)
         rho, p_rho = spearmanr(es, ts)

@@ -196,9 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     peak, best_peak = statistics.median(peaks), max(peaks)
 
     rows = []
-    for name, (m, macs, n_params) in models.items():
+    for name, (_m, macs, n_params) in models.items():
         o, p = meas[name]["ours"], meas[name]["plain"]
-        ratios = [a / b for a, b in zip(o, p)]
+        ratios = [a / b for a, b in zip(o, p, strict=False)]
         ips = statistics.median(o)
         flops_s = 2 * 3 * (macs or 0) * ips
         rows.append({

@@ -62,7 +62,8 @@ class ProxyConfig:
         precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"bf16"`` or ``"fp32"``.
         channels_last: ``"auto"`` (on CUDA), True or False.
         time_limit_s: wall-clock budget of one run (None: unlimited); ``status="timeout"``.
-        check_every: read the loss for NaN/inf every this many steps (0: at epoch ends only).
+        check_every: also read the NaN/inf flag every this many steps (one host sync; 0: at
+            epoch ends only).
         seed: seeds batch order, augmentation and dropout (the model's init is the caller's).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         count_flops: count the model's forward MACs for ``train_flops`` when not given.
@@ -84,7 +85,7 @@ class ProxyConfig:
     precision: str = "auto"
     channels_last: bool | str = "auto"
     time_limit_s: float | None = None
-    check_every: int = 0
+    check_every: int = 25
     seed: int = 0
     device: str = "auto"
     count_flops: bool = True
@@ -421,6 +422,8 @@ class ProxyTrainer:
                                          f"{result.epochs} of {epoch_budget} epochs")
                         break
                 result.train_time_s = t_train
+        except torch.OutOfMemoryError:  # moving the model or the data to the device
+            oom_at = oom_at or "oom before training (model or data to the device)"
         finally:
             # Drop every reference to activations, grads and optimiser state before returning,
             # so an OOM (or an exception from the callback) leaves the device usable.

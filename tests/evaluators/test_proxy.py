@@ -100,10 +100,10 @@ def test_callback_sees_every_epoch_and_can_stop(data):
     r = ProxyTrainer(ProxyConfig(epochs=3, batch_size=64, device="cpu", count_flops=False)).fit(
         tiny_model(), data, on_epoch=lambda e, acc, loss: seen.append((e, acc, loss)))
     assert [s[0] for s in seen] == [1, 2, 3] and [s[1] for s in seen] == r.accuracy_per_epoch
-    r = ProxyTrainer(CFG).fit(tiny_model(), data, on_epoch=lambda e, a, l: True)
+    r = ProxyTrainer(CFG).fit(tiny_model(), data, on_epoch=lambda e, a, _loss: True)
     assert r.status == "stopped" and r.epochs == 1 and "after epoch 1" in r.reason
 
-    def prune(e, a, l):
+    def prune(e, a, _loss):
         raise StopTraining("pruned at epoch 1: below median")
 
     r = ProxyTrainer(CFG).fit(tiny_model(), data, on_epoch=prune)
@@ -112,7 +112,7 @@ def test_callback_sees_every_epoch_and_can_stop(data):
     class Other(Exception):
         pass
 
-    def boom(e, a, l):
+    def boom(e, a, _loss):
         raise Other()
 
     with pytest.raises(Other):  # e.g. optuna.TrialPruned goes straight through
@@ -145,6 +145,14 @@ def test_time_limit(data):
     assert r.wall_time_s < 5
 
 
+def test_bf16_autocast_and_channels_last_paths(data):
+    """The GPU settings, exercised on the CPU (autocast to bf16 exists there too)."""
+    cfg = ProxyConfig(epochs=1, batch_size=64, device="cpu", count_flops=False, precision="bf16",
+                      channels_last=True)
+    r = ProxyTrainer(cfg).fit(tiny_model(mixer="sepconv", knobs={}), data)
+    assert r.status == "ok" and r.precision == "bf16" and 0 <= r.accuracy <= 1 and r.loss < 10
+
+
 def test_augmentation_crop_and_flip_are_label_preserving_shifts(data):
     x, y = data.train_x[:16], data.train_y[:16]
     plain = DeviceBatches(x, y, data.mean, data.std, torch.device("cpu"), pad=0, flip=False)
@@ -154,14 +162,14 @@ def test_augmentation_crop_and_flip_are_label_preserving_shifts(data):
     assert torch.equal(same, ref) and torch.equal(yy, y)
     flip = DeviceBatches(x, y, data.mean, data.std, torch.device("cpu"), pad=0, flip=True)
     out, _ = flip.augmented(idx, torch.Generator().manual_seed(0))
-    mirrored = [torch.equal(o, r.flip(-1)) and not torch.equal(o, r) for o, r in zip(out, ref)]
-    kept = [torch.equal(o, r) for o, r in zip(out, ref)]
-    assert all(m or k for m, k in zip(mirrored, kept)) and any(mirrored) and any(kept)
+    mirrored = [torch.equal(o, r.flip(-1)) and not torch.equal(o, r) for o, r in zip(out, ref, strict=False)]
+    kept = [torch.equal(o, r) for o, r in zip(out, ref, strict=False)]
+    assert all(m or k for m, k in zip(mirrored, kept, strict=False)) and any(mirrored) and any(kept)
     crop = DeviceBatches(x, y, data.mean, data.std, torch.device("cpu"), pad=2, flip=False)
     out, _ = crop.augmented(idx, torch.Generator().manual_seed(0))
     assert out.shape == ref.shape and not torch.equal(out, ref)
     pad_value = crop.shift.view(-1)[0]  # a zero pixel, normalised
-    for o, r in zip(out, ref):  # each output is the reference shifted by (dy, dx) in [-2, 2]
+    for o, r in zip(out, ref, strict=False):  # each output is the reference shifted by (dy, dx) in [-2, 2]
         hits = []
         for dy in range(-2, 3):
             for dx in range(-2, 3):
@@ -175,7 +183,7 @@ def test_augmentation_crop_and_flip_are_label_preserving_shifts(data):
 def test_schedule_and_config_errors():
     lrs = [cosine_lr(s, 100, 10, 0.01) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert lrs[10] == pytest.approx(1.0) and lrs[-1] < 0.02 and all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert lrs[10] == pytest.approx(1.0) and lrs[-1] < 0.02 and all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
     with pytest.raises(NasError, match="precision"):
         ProxyConfig(precision="fp16")
     with pytest.raises(NasError, match="epochs"):
