@@ -16,6 +16,7 @@ from plotly.subplots import make_subplots
 from nas.dashboard.data import AXES, AXIS_LABELS
 
 WEBGL_ABOVE = 1000
+LOG_AXES = ("flops", "params", "latency_ms")
 CATEGORY_STYLE: dict[str, dict[str, Any]] = {
     # category -> marker style; the order is the legend's
     "front": {"color": "#d62728", "size": 10, "symbol": "circle", "name": "Pareto front"},
@@ -98,9 +99,9 @@ def pareto_figure(rows: Sequence[dict[str, Any]], front2d: Sequence[dict[str, An
         legend={"orientation": "h", "y": -0.18}, margin={"l": 60, "r": 20, "t": 50, "b": 40}, clickmode="event",
         uirevision=f"{x}-{y}",
     )
-    if x in ("flops", "params", "latency_ms"):
+    if x in LOG_AXES:
         fig.update_xaxes(type="log")
-    if y in ("flops", "params", "latency_ms"):
+    if y in LOG_AXES:
         fig.update_yaxes(type="log")
     return fig
 
@@ -130,14 +131,18 @@ def _add_references(fig: go.Figure, refs: Sequence[dict[str, Any]], x: str, y: s
         for r in sub:
             if r in both:
                 continue
+            # (annotations are placed by hand: plotly puts a line's own annotation wrongly on log axes)
+            text = f"{r['label']} (accuracy not evaluated)"
             if y == "accuracy" and _num(r.get(x)):
-                fig.add_vline(x=r[x], line={"dash": "dot", "color": color, "width": 1},
-                              annotation_text=f"{r['label']} (not evaluated)", annotation_position="bottom right",
-                              annotation_textangle=-90, annotation_font_size=10, annotation_font_color=color)
+                fig.add_vline(x=r[x], line={"dash": "dot", "color": color, "width": 1})
+                fig.add_annotation(x=math.log10(r[x]) if x in LOG_AXES else r[x], y=0, xref="x", yref="paper",
+                                   text=text, textangle=-90, showarrow=False, xanchor="right", yanchor="bottom",
+                                   font={"size": 10, "color": color})
             elif x == "accuracy" and _num(r.get(y)):
-                fig.add_hline(y=r[y], line={"dash": "dot", "color": color, "width": 1},
-                              annotation_text=f"{r['label']} (not evaluated)", annotation_position="top left",
-                              annotation_font_size=10, annotation_font_color=color)
+                fig.add_hline(y=r[y], line={"dash": "dot", "color": color, "width": 1})
+                fig.add_annotation(y=math.log10(r[y]) if y in LOG_AXES else r[y], x=0, xref="paper", yref="y",
+                                   text=text, showarrow=False, xanchor="left", yanchor="bottom",
+                                   font={"size": 10, "color": color})
 
 
 def pareto3d_figure(rows: Sequence[dict[str, Any]], axes: Sequence[str]) -> go.Figure:
