@@ -11,7 +11,10 @@ the window layout of ``operators.window_attention`` and their attention has the 
 as timm's ``maxxvit.AttentionCl`` (qkv and proj with bias) and, on grids the partition divides,
 the same output (tests check both). The knobs use the shared names ``num_heads`` and
 ``window_size`` (the partition side P or G) so search spaces clamp them like Swin's.
-Grids the partition does not divide are padded and the padded keys are masked.
+Grids the partition does not divide are padded and the padded keys are masked; for grid
+attention the group side is first lowered to ``ceil(H / stride)`` at the same stride
+``ceil(H / G)`` (e.g. 4 instead of 7 on an 8-high map), which keeps every group's real tokens
+and drops rows that would be all padding.
 """
 
 from __future__ import annotations
@@ -85,6 +88,8 @@ class PartitionAttention(TokenMixer):
         """Attention inside ``mode`` ("block" or "grid") partitions of ``x (B, H, W, C)``."""
         B, H, W, C = x.shape
         ps = (min(self.partition[0], H), min(self.partition[1], W))
+        if mode == "grid":  # same stride ceil(H / G), fewest rows: ceil(H / stride) <= G, so less padding
+            ps = (-(-H // -(-H // ps[0])), -(-W // -(-W // ps[1])))
         pad_h, pad_w = (-H) % ps[0], (-W) % ps[1]
         x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # (B, Hp, Wp, C)
         Hp, Wp = H + pad_h, W + pad_w
