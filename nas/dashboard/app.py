@@ -255,8 +255,9 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
         return (built["pareto"], built["pareto3d"] or FIG.message_figure(""), hidden, built["hv"],
                 built["composition"], status)
 
-    @app.callback(Output("importance", "figure"), Input("version", "data"), State("study", "value"))
-    def draw_importance(_version, name):
+    # after the front is drawn (its status line changes), not alongside: it is the slowest view
+    @app.callback(Output("importance", "figure"), Input("status", "children"), State("study", "value"))
+    def draw_importance(_status, name):
         try:
             data = get_data(name)
             return FIG.importance_figure(state.importance(data))
@@ -333,7 +334,7 @@ def build_views(data: D.StudyData, x: str, y: str, refs: list[dict[str, Any]]) -
     """Every study-wide figure from the data layer's records (shared by the page and the report)."""
     names = [n for n, _ in data.objectives]
     out: dict[str, Any] = {}
-    out["pareto"] = FIG.pareto_figure(data.rows, D.front_2d(data.records, x, y), x, y, references=refs,
+    out["pareto"] = FIG.pareto_figure(data.rows, D.front_2d(data.records, x, y, study=data), x, y, references=refs,
                                       title=f"{data.info.name}: {D.AXIS_LABELS.get(y, y)} vs {D.AXIS_LABELS.get(x, x)}")
     out["pareto3d"] = FIG.pareto3d_figure(data.rows, names) if len(names) == 3 else None
     out["hv"] = FIG.hypervolume_figure(D.hypervolume_history(data))

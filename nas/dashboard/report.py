@@ -35,7 +35,7 @@ def build_report(storage_url: str, study: str, out: str | Path, *, x: str = "flo
     for a, b in (("params", "accuracy"), ("latency_ms", "accuracy"), ("flops", "latency_ms")):
         if (a, b) != (x, y) and any(r.get(a) is not None for r in data.rows) and \
                 any(r.get(b) is not None for r in data.rows):
-            figs.append((f"{b} vs {a}", FIG.pareto_figure(data.rows, D.front_2d(data.records, a, b), a, b,
+            figs.append((f"{b} vs {a}", FIG.pareto_figure(data.rows, D.front_2d(data.records, a, b, study=data), a, b,
                                                           references=refs)))
     if views["pareto3d"] is not None:
         figs.append(("3D front", views["pareto3d"]))

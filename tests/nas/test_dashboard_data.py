@@ -104,6 +104,9 @@ def test_front_for_any_pair_of_axes(store_url):
         assert not any(r.metric("flops") <= p["flops"] and r.metric("params") <= p["params"]
                        and (r.metric("flops"), r.metric("params")) != (p["flops"], p["params"]) for r in elig)
     assert D.front_2d(data.records, "flops", "flops") == []
+    for x, y in (("flops", "accuracy"), ("accuracy", "flops"), ("flops", "params")):  # cached / reused: same
+        assert D.front_2d(data.records, x, y, study=data) == D.front_2d(data.records, x, y)
+    assert {p["number"] for p in D.front_2d(data.records, "flops", "accuracy")} == set(data.front)
 
 
 def test_hypervolume_history_matches_front_hypervolume(store_url):
