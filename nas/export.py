@@ -554,14 +554,17 @@ def format_front(study: Any) -> str:
     from nas.front import study_objectives
     from nas.study import format_count
 
+    def cell(record: Any, metric: str) -> str:
+        v = record.metric(metric)
+        if v is None:
+            return "-"
+        return format_count(v) if metric in ("flops", "params") else f"{v:.4f}" if metric == "accuracy" else f"{v:.4g}"
+
     names = [n for n, _ in study_objectives(study)]
-    head = ["trial", *names, "flops", "params", "latency_ms", "accuracy", "genome"]
-    rows = []
-    for r in front_records(study):
-        rows.append([str(r.number), *(f"{r.values.get(n, float('nan')):.4g}" for n in names),
-                     format_count(r.flops), format_count(r.params),
-                     f"{r.latency_ms:.3g}" if r.latency_ms is not None else "-",
-                     f"{r.accuracy:.4f}" if r.accuracy is not None else "-", r.summary or _summary(r.genome)])
+    columns = names + [m for m in ("accuracy", "flops", "params", "latency_ms") if m not in names]
+    head = ["trial", *columns, "genome"]
+    rows = [[str(r.number), *(cell(r, m) for m in columns), r.summary or _summary(r.genome)]
+            for r in front_records(study)]
     if not rows:
         return "(the front is empty: no completed, feasible, full-budget trials yet)"
     widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
