@@ -376,3 +376,47 @@ class LatencyCache:
         """Drop the table (tests clean up after themselves with it)."""
         self.table.drop(self.engine, checkfirst=True)
         self.engine.dispose()
+
+
+def measure_parts(model: nn.Module, input_shape: tuple[int, ...], parts: list[str], *,
+                  device: str | torch.device = "cpu", batch: int = 1, dtype: str | torch.dtype = "float32",
+                  warmup: int = 3, repeats: int = 10, threads: int | None = 1,
+                  clock: str = "wall") -> dict[str, float]:
+    """Median ms of each named submodule, timed alone on the inputs it receives in a forward pass.
+
+    The inputs are captured by forward pre-hooks during one pass of ``model`` on a random
+    ``(batch, *input_shape)`` tensor; a part that is called more than once, or not at all, is
+    left out.
+    """
+    dev = resolve_device(device)
+    _, tdtype = resolve_dtype(dtype)
+    model = model.to(device=dev, dtype=tdtype).eval()
+    modules = dict(model.named_modules())
+    captured: dict[str, list] = {}
+    handles = []
+    for name in parts:
+        mod = modules.get(name)
+        if mod is None:
+            continue
+
+        def hook(m: nn.Module, args: tuple, kwargs: dict, name: str = name) -> None:
+            captured.setdefault(name, []).append((args, kwargs))
+
+        handles.append(mod.register_forward_pre_hook(hook, with_kwargs=True))
+    x = torch.randn(batch, *input_shape, device=dev, dtype=tdtype)
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    out: dict[str, float] = {}
+    with _Threads(threads if dev.type == "cpu" else None), torch.inference_mode():
+        for name, calls in captured.items():
+            if len(calls) != 1:
+                continue
+            args, kwargs = calls[0]
+            mod = modules[name]
+            samples = time_callable(lambda: mod(*args, **kwargs), dev, warmup, repeats, 0.0, clock)
+            out[name] = _stats(samples)[0]
+    return out
