@@ -65,7 +65,9 @@ def read_only_url(url: str) -> tuple[str, dict[str, Any]]:
             raise StoreError(f"no store at {p} (the file does not exist)")
         return f"sqlite:///file:{p}?mode=ro&uri=true", {"connect_args": {"timeout": 30}}
     if scheme in ("postgresql", "postgres"):
-        return url, {"connect_args": {"options": "-c default_transaction_read_only=on", "connect_timeout": 5},
+        from nas.store import normalize_url
+
+        return normalize_url(url), {"connect_args": {"options": "-c default_transaction_read_only=on", "connect_timeout": 5},
                      "pool_pre_ping": True}
     return url, {}
 

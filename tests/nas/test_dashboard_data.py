@@ -312,3 +312,44 @@ def test_metric_helpers():
     assert D.metric(rec, "accuracy") == 0.5 and D.metric(rec, "flops") == 10.0
     assert D.genome_facets(None) == {} and D.genome_facets("{not json") == {}
     assert math.isclose(D.read_only_url("postgresql://u@h/db")[1]["connect_args"]["options"].count("read_only"), 1)
+
+
+def test_postgres_store_is_read_only():
+    import os
+    import uuid
+
+    import optuna
+    import sqlalchemy
+
+    from nas.store import normalize_url
+
+    pg = os.environ.get("NAS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        eng = sqlalchemy.create_engine(normalize_url(pg), connect_args={"connect_timeout": 3})
+        eng.connect().close()
+        eng.dispose()
+    except Exception:
+        pytest.skip(f"no PostgreSQL server at {pg}")
+    name = f"pytest_dash_{uuid.uuid4().hex[:8]}"
+    try:
+        write_demo_study(normalize_url(pg), name, 8, seed=2)
+        store = D.Store(pg)
+        data = D.load_study_data(store, name)
+        assert len(data.rows) == 8 and data.front
+        with pytest.raises(Exception, match="read-only transaction"):
+            with store.engine.begin() as c:
+                c.exec_driver_sql("UPDATE studies SET study_name = study_name")
+        store.engine.dispose()
+    finally:
+        optuna.delete_study(study_name=name, storage=normalize_url(pg))
+
+
+def test_report_command_line(store_url, tmp_path, capsys):
+    from nas.cli import main
+
+    out = tmp_path / "r.html"
+    assert main(["report", "tri", "--storage", store_url, "--out", str(out), "--no-count-references",
+                 "--x", "params"]) == 0
+    assert out.stat().st_size > 1_000_000 and "wrote" in capsys.readouterr().err
+    assert main(["report", "nope", "--storage", store_url, "--out", str(out)]) == 2
+    assert "no study 'nope'" in capsys.readouterr().err
