@@ -142,7 +142,7 @@ def evaluate(task: tuple[int, str, dict[str, Any]]) -> dict[str, Any]:
         "index": i, "arch_id": spec.arch_id, "summary": spec.summary(), "genome": genome,
         "macs": macs, "params": zc["params"], "zero_cost": zc,
         "short_acc": short.accuracy, "short_best": short.best_accuracy, "short_status": short.status,
-        "short_seed1_acc": short2.accuracy,
+        "short_seed1_acc": short2.accuracy, "short_loss": short.loss, "long_loss": long.loss,
         "long_acc": long.accuracy, "long_best": long.best_accuracy, "long_status": long.status,
         "long_curve": long.accuracy_per_epoch, "short_curve": short.accuracy_per_epoch,
         "short_time_s": short.wall_time_s, "long_time_s": long.wall_time_s,
@@ -150,23 +150,31 @@ def evaluate(task: tuple[int, str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def correlations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def correlations(rows: list[dict[str, Any]], target: str = "long_acc") -> list[dict[str, Any]]:
+    """Kendall tau / Spearman rho of every estimator against ``target`` (``long_acc``, or
+    ``neg_long_loss``: minus the long run's validation loss, which has no ties)."""
     import math
 
     from scipy.stats import kendalltau, spearmanr
 
-    target = [r["long_acc"] for r in rows]
+    if target == "long_acc":
+        truth = [r["long_acc"] for r in rows]
+    else:
+        truth = [-r["long_loss"] if r["long_loss"] is not None else None for r in rows]
     estimators = {"short training (proxy recipe)": [r["short_acc"] for r in rows],
-                  "short training, other seed": [r["short_seed1_acc"] for r in rows]}
+                  "short training, other seed": [r["short_seed1_acc"] for r in rows],
+                  "short training, -val loss": [-r["short_loss"] if r["short_loss"] is not None else None
+                                                for r in rows]}
     for name in ZC:
         estimators[name] = [r["zero_cost"][name] for r in rows]
     out = []
     for name, est in estimators.items():
-        pairs = [(e, t) for e, t in zip(est, target, strict=False) if e is not None and t is not None and math.isfinite(e)]
+        pairs = [(e, t) for e, t in zip(est, truth, strict=True)
+                 if e is not None and t is not None and math.isfinite(e) and math.isfinite(t)]
         es, ts = [p[0] for p in pairs], [p[1] for p in pairs]
         tau, p_tau = kendalltau(es, ts)
         rho, p_rho = spearmanr(es, ts)
-        out.append({"estimator": name, "kendall_tau": float(tau), "kendall_p": float(p_tau),
+        out.append({"target": target, "estimator": name, "kendall_tau": float(tau), "kendall_p": float(p_tau),
                     "spearman_rho": float(rho), "spearman_p": float(p_rho), "n": len(pairs)})
     return out
 
@@ -215,15 +223,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  [{len(rows):2d}/{n}] {r['summary'][:60]:<60} short {r['short_acc']:.3f} "
                   f"long {r['long_acc']:.3f}  ({r['seconds']:.0f}s)", flush=True)
     rows.sort(key=lambda r: r["index"])
-    corr = correlations(rows)
+    corr = correlations(rows, "long_acc")
+    corr_loss = correlations(rows, "neg_long_loss")
     wall = time.perf_counter() - t0
-    print(f"\n{'estimator':<32}{'Kendall tau':>12}{'p':>8}{'Spearman rho':>14}{'p':>8}")
-    for c in corr:
-        print(f"{c['estimator']:<32}{c['kendall_tau']:>12.3f}{c['kendall_p']:>8.3f}"
-              f"{c['spearman_rho']:>14.3f}{c['spearman_p']:>8.3f}")
+    print(f"\n{'estimator':<32}{'vs long-run accuracy':^36}{'vs long-run -val loss':^36}")
+    print(f"{'':<32}" + f"{'Kendall tau':>12}{'p':>7}{'Spearman':>10}{'p':>7}" * 2)
+    for c, d in zip(corr, corr_loss, strict=True):
+        print(f"{c['estimator']:<32}{c['kendall_tau']:>12.3f}{c['kendall_p']:>7.3f}"
+              f"{c['spearman_rho']:>10.3f}{c['spearman_p']:>7.3f}"
+              f"{d['kendall_tau']:>12.3f}{d['kendall_p']:>7.3f}{d['spearman_rho']:>10.3f}{d['spearman_p']:>7.3f}")
     accs = [r["long_acc"] for r in rows]
     print(f"long-run accuracy range {min(accs):.3f}-{max(accs):.3f}; wall {wall / 60:.1f} min")
     by = {c["estimator"]: c for c in corr}
+    by_loss = {c["estimator"]: c for c in corr_loss}
     zc_best = max(ZC[:4], key=lambda k: by[k]["kendall_tau"])
     summary = {
         "n_architectures": n,
@@ -232,10 +244,13 @@ def main(argv: list[str] | None = None) -> int:
         "kendall_tau_short_vs_long_other_seed": by["short training, other seed"]["kendall_tau"],
         **{f"kendall_tau_{k}": by[k]["kendall_tau"] for k in ZC},
         "best_zero_cost_proxy": zc_best,
+        "kendall_tau_short_training_vs_long_loss": by_loss["short training (proxy recipe)"]["kendall_tau"],
+        **{f"kendall_tau_{k}_vs_long_loss": by_loss[k]["kendall_tau"] for k in ZC},
+        "long_acc_ties": len(accs) - len(set(accs)),
         "long_acc_min": min(accs), "long_acc_max": max(accs),
         "wall_min": wall / 60,
     }
-    path = write_json(args.out, summary, rows, machine=machine_info("cpu"), correlations=corr,
+    path = write_json(args.out, summary, rows, machine=machine_info("cpu"), correlations=corr + corr_loss,
                       settings={"sampler": sampler, "seed": args.seed, "recipe": recipe, "subset": subset,
                                 "workers": args.workers, "quick": args.quick, "dataset": "digits"})
     print(f"wrote {path}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             "mfu_best": 2 * 3 * (macs or 0) * max(o) / best_peak,
         })
     print(f"device {device}, threads {torch.get_num_threads()}, batch {args.batch}, img {args.img_size}, "
-          f"{steps} steps x {reps} reps; fp32 mm ({mm_n}^2) median {peak / 1e9:.1f}, best {best_peak / 1e9:.1f} GFLOP/s")
+          f"{steps} steps x {reps} reps; load avg {os.getloadavg()[0]:.1f}; fp32 mm ({mm_n}^2) median {peak / 1e9:.1f}, best {best_peak / 1e9:.1f} GFLOP/s")
     print(f"{'model':<8}{'MACs':>10}{'params':>9}{'ours img/s':>12}{'plain img/s':>13}{'ratio':>7}"
           f"{'GFLOP/s':>9}{'MFU':>7}{'MFU best':>9}")
     for r in rows:
@@ -227,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "goal_ratio_met": all(r["ratio"] >= 1.0 for r in rows),
     }
     path = write_json(args.out, summary, rows, machine=machine_info(str(device)),
+                      load_avg_1m=os.getloadavg()[0],
                       settings={"steps": steps, "reps": reps, "batch": args.batch, "img_size": args.img_size,
                                 "workers": args.workers, "quick": args.quick, "dataset": "digits",
                                 "crop_pad": pad, "flip": data.flip_ok})
