@@ -152,9 +152,7 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
         elif study and study not in names:
             banner = [html.Div(f"No study {study!r} in this store; showing {first!r}. Studies: {', '.join(names)}",
                                id="store-error", className="error")]
-        overview = [html.Span(f"{i.name}: {i.n_trials} trials, objectives "
-                              f"{', '.join(f'{n} ({d[:3]})' for n, d in i.objectives)}", className="study-chip")
-                    for i in infos]
+        overview = study_chips(infos)
         return html.Div([
             html.H2(["attention NAS ", html.Small(D.redact(storage_url), style={"color": "#888"})]),
             *banner,
@@ -233,18 +231,19 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
 
     @app.callback(Output("pareto", "figure"), Output("pareto3d", "figure"), Output("pareto3d-box", "style"),
                   Output("hv", "figure"), Output("composition", "figure"), Output("status", "children"),
-                  Input("version", "data"), Input("x-axis", "value"), Input("y-axis", "value"), Input("refs", "value"),
+                  Output("studies", "children"), Input("version", "data"), Input("x-axis", "value"), Input("y-axis", "value"), Input("refs", "value"),
                   State("study", "value"))
     def draw(_version, x, y, refs, name):
         try:
             data = get_data(name)
         except D.StoreError as e:
             msg = FIG.message_figure(str(e))
-            return msg, msg, {"display": "none"}, msg, msg, str(e)
+            return msg, msg, {"display": "none"}, msg, msg, str(e), dash.no_update
+        chips = study_chips(state.studies())  # every study in the store, kept current
         n = len(data.rows)
         if n == 0:
             msg = FIG.message_figure(f"study {name!r} has no trials yet; this page updates as they arrive")
-            return msg, msg, {"display": "none"}, msg, msg, f"{name}: no trials yet"
+            return msg, msg, {"display": "none"}, msg, msg, f"{name}: no trials yet", chips
         built = build_views(data, x, y, D.cached_reference_points(data.info, data.records, refs or []))
         hidden = {} if built["pareto3d"] is not None else {"display": "none"}
         counts = {}
@@ -253,7 +252,7 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
         status = (f"{name}: {n} trials; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
                   + f"; updated {time.strftime('%H:%M:%S')}")
         return (built["pareto"], built["pareto3d"] or FIG.message_figure(""), hidden, built["hv"],
-                built["composition"], status)
+                built["composition"], status, chips)
 
     # after the front is drawn (its status line changes), not alongside: it is the slowest view
     @app.callback(Output("importance", "figure"), Input("status", "children"), State("study", "value"))
@@ -316,6 +315,15 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
         return FIG.architecture_figure(arch), FIG.learning_curve_figure(arch), arch["export_command"], hint
 
     return app
+
+
+def study_chips(infos: list[D.StudyInfo]) -> list[Any]:
+    """One line per study in the store: name, trials, objectives."""
+    from dash import html
+
+    return [html.Span(f"{i.name}: {i.n_trials} trials, objectives "
+                      f"{', '.join(f'{n} ({d[:3]})' for n, d in i.objectives)}", className="study-chip")
+            for i in infos]
 
 
 def _preload_lazy_imports() -> None:

@@ -163,6 +163,17 @@ def test_live_dashboard_in_chromium(live_study):
             " && g.layout.shapes.length"), 30, "the stage drawing")
         stages = driver.execute_script("return document.querySelector('#arch .js-plotly-plot').layout.shapes.length")
         assert stages >= 1
+        # 4. clicking a table row opens that trial
+        cells = [c for c in driver.find_elements(By.CSS_SELECTOR, "#table td[data-dash-column='number']")
+                 if c.text.strip() and int(c.text) != clicked]
+        assert cells, "no table rows"
+        row_trial = int(cells[0].text)
+        cells[0].click()
+        _wait(lambda: driver.find_element(By.ID, "detail-hint").text.startswith(f"trial {row_trial} "), 30,
+              f"trial {row_trial}'s detail after clicking its row")
+        assert f"--trial {row_trial} " in driver.find_element(By.ID, "export-cmd").text
+        assert "live: 4" in driver.find_element(By.ID, "studies").text  # the study list is live too
+        driver.execute_script("window.scrollTo(0, 0)")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
         assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
