@@ -21,6 +21,12 @@ _EXPORTS: dict[str, str] = {
     "screen_genome": "evaluators.screening",
     "Costs": "evaluators.screening",
     "arch_kernels": "evaluators.kernels",
+    "measure_latency": "evaluators.latency",
+    "LatencyResult": "evaluators.latency",
+    "LatencyCache": "evaluators.latency",
+    "LatencyPredictor": "evaluators.latency_predictor",
+    "training_memory": "evaluators.memory",
+    "MemoryEstimate": "evaluators.memory",
     # datasets and proxy training (evaluators.data, evaluators.proxy)
     "DataSpec": "evaluators.data",
     "LoadedData": "evaluators.data",
