@@ -20,6 +20,9 @@ It also shows that global attention goes through the fused SDPA kernel: the aten
 ran is recorded, and its peak memory is compared with an explicit ``softmax(QK^T / sqrt(d)) V``
 of the same shape and weights, which materialises the ``N x N`` attention matrix.
 
+Rows ``attention+<pos>`` measure global attention with each attention-internal position
+encoding it accepts (``--no-pos`` skips them): bias encodings hand SDPA an ``N x N`` mask.
+
 Every mixer with a ``num_heads`` knob uses ``C / 32`` heads (head width 32, as in Swin), the
 baseline too; all other knobs keep their defaults unless the mixer's ``check`` rejects them for
 the shape, in which case its ``contract_knobs(grid)`` are used. A mixer that fails to build or
@@ -115,10 +118,14 @@ def knobs_for(cls: type, shape: Shape) -> dict[str, Any]:
 
 
 def build(name: str, shape: Shape) -> tuple[nn.Module, dict[str, Any]]:
-    cls = ExplicitAttention if name == EXPLICIT else MIXERS.get(name)
+    """``name`` is a registered mixer, ``EXPLICIT``, or ``"attention+<pos>"`` (global attention
+    with an attention-internal position encoding)."""
+    mixer, _, pos = name.partition("+")
+    cls = ExplicitAttention if name == EXPLICIT else MIXERS.get(mixer)
     knobs = knobs_for(GlobalAttention if name == EXPLICIT else cls, shape)
     torch.manual_seed(0)
-    return cls(shape.dim, grid_size=(shape.h, shape.w), **knobs), knobs
+    m = cls(shape.dim, grid_size=(shape.h, shape.w), pos_encoding=pos or "none", **knobs)
+    return m, ({**knobs, "pos_encoding": pos} if pos else knobs)
 
 
 def step(m: nn.Module, x: torch.Tensor, g: torch.Tensor) -> None:
@@ -288,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="timing rounds (default 5, quick 3)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: less noise)")
     ap.add_argument("--mixers", default="", help="comma-separated subset (default: every registered mixer)")
+    ap.add_argument("--no-pos", action="store_true",
+                    help="skip the global-attention + position-encoding rows")
     ap.add_argument("--debug", action="store_true", help="print tracebacks of failing mixers")
     args = ap.parse_args(argv)
     global DEBUG
@@ -297,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (3 if args.quick else 5)
     slow_s = 2.0 if args.quick else 20.0
     names = [n.strip() for n in args.mixers.split(",") if n.strip()] or MIXERS.names()
+    if not args.no_pos:  # the cost of each attention-internal encoding on global attention
+        names += [f"{BASELINE}+{p}" for p in sorted(MIXERS.get(BASELINE).supported_pos)]
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
     for shape in shapes:
@@ -307,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     big = shapes[0].name
     by = {(r["shape"], r["mixer"]): r for r in rows}
     fused, explicit = by[(big, BASELINE)], by[(big, EXPLICIT)]
-    mixers = {r["mixer"] for r in rows if r["mixer"] not in (EXPLICIT,)}
+    mixers = {r["mixer"] for r in rows if r["mixer"] != EXPLICIT and "+" not in r["mixer"]}
     failed = sorted({f"{r['mixer']}@{r['shape']}" for r in rows if r["status"] != "ok"})
     summary: dict[str, Any] = {
         "mixers_benchmarked": len(mixers),
