@@ -206,6 +206,28 @@ def test_longformer_full_window_without_globals_is_global_attention(grid):
     torch.testing.assert_close(m(x), g(x), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("window", [3, 4])
+def test_longformer_matches_per_query_reference(window):
+    """Blocked layout == each query attending to its own clamped window (+ rel bias), token by token."""
+    H, W = 5, 9
+    m = _build("longformer", grid=(H, W), pos="rel_bias", window_size=window, num_global=0)
+    with torch.no_grad():
+        m.pos.table.normal_()
+    x = torch.randn(2, H, W, DIM)
+    q, k, v = m.qkv(x).view(2, H * W, 3, 4, 16).permute(2, 0, 3, 1, 4)  # (B, h, N, d)
+    table = m.pos.bias(q, (window, window))[0]  # (h, w*w, w*w)
+    out = torch.zeros_like(q)
+    for i in range(H):
+        for j in range(W):
+            r0, c0 = min(max(i - window // 2, 0), H - window), min(max(j - window // 2, 0), W - window)
+            keys = [(r0 + a) * W + c0 + b for a in range(window) for b in range(window)]
+            me = (i - r0) * window + (j - c0)
+            logits = q[:, :, i * W + j, None, :] @ k[:, :, keys].transpose(-2, -1) / 4 + table[:, me][:, None]
+            out[:, :, i * W + j] = (logits.softmax(-1) @ v[:, :, keys])[:, :, 0]
+    want = m.proj(out.transpose(1, 2).reshape(2, H, W, DIM))
+    torch.testing.assert_close(m(x), want, atol=1e-5, rtol=1e-4)
+
+
 def test_longformer_rel_bias_matches_window_attention_on_one_window():
     m = _build("longformer", grid=(7, 7), pos="rel_bias", window_size=7, num_global=0)
     with torch.no_grad():
