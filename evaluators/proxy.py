@@ -318,7 +318,7 @@ class ProxyTrainer:
         pad = data.crop_pad if cfg.crop_pad is None else cfg.crop_pad
         flip = data.flip_ok if cfg.flip is None else cfg.flip
         oom_at: str | None = None
-        opt = train = val = xb = yb = logits = loss = None
+        opt = sched = train = val = xb = yb = logits = loss = None
         try:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(cfg.seed)
@@ -427,7 +427,7 @@ class ProxyTrainer:
         finally:
             # Drop every reference to activations, grads and optimiser state before returning,
             # so an OOM (or an exception from the callback) leaves the device usable.
-            opt = train = val = xb = yb = logits = loss = None
+            opt = sched = train = val = xb = yb = logits = loss = None  # noqa: F841
             model.zero_grad(set_to_none=True)
             if oom_at is not None or device.type == "cuda":
                 gc.collect()

@@ -131,9 +131,16 @@ def test_nan_loss_stops_with_the_step(data):
 
 
 def test_oom_is_reported_and_the_process_goes_on(data):
-    r = ProxyTrainer(CFG).fit(Faulty(tiny_model(), at=3, fault="oom"), data)
+    model = Faulty(tiny_model(), at=3, fault="oom")
+    r = ProxyTrainer(CFG).fit(model, data)
+    assert all(p.grad is None for p in model.parameters())  # gradients of batches 0-1 dropped
     assert r.status == "oom" and r.reason.startswith("oom at batch 2")
     assert r.accuracy is None and r.epochs == 0
+    # nothing holds the optimiser state (or through it the gradients) any more
+    import gc
+
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, torch.optim.Optimizer)]
     ok = ProxyTrainer(CFG).fit(tiny_model(), data)  # the next candidate trains normally
     assert ok.status == "ok"
 
