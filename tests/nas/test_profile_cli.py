@@ -88,7 +88,7 @@ def test_malformed_genome_files(tmp_path, capsys, content, message):
     path.write_text(content)
     code, out, err = _run(["profile", str(path)], capsys)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
-    assert message in err and f"malformed genome file {path}" in err
+    assert message in err and str(path) in err
 
 
 def test_subprocess_exit_code_and_no_traceback(tmp_path):
