@@ -116,7 +116,7 @@ def _sdpa_handle(layout: str):
 
 def _matmul_handle(inputs: list[Any], outputs: list[Any]) -> int:
     """``torch.matmul`` with broadcasting and 1-D operands: output elements x inner size."""
-    a, b = _shape(inputs[0]), _shape(inputs[1])
+    a = _shape(inputs[0])
     out = _shape(outputs[0])
     return math.prod(out) * a[-1] if out is not None else 0
 
@@ -151,7 +151,7 @@ def _einsum_handle(inputs: list[Any], outputs: list[Any]) -> int:
         return int(einsum_flop_jit(inputs, outputs))
     sizes: dict[str, int] = {}
     ell: list[list[int]] = []
-    for term, shape in zip(lhs, shapes):
+    for term, shape in zip(lhs, shapes, strict=False):
         n_named = len(term.replace("...", ""))
         if "..." in term:
             i = term.index("...")
@@ -161,7 +161,7 @@ def _einsum_handle(inputs: list[Any], outputs: list[Any]) -> int:
             term = term.replace("...", "")
         else:
             named = shape
-        for letter, size in zip(term, named):
+        for letter, size in zip(term, named, strict=False):
             sizes[letter] = max(sizes.get(letter, 1), size)
     batch = math.prod(_broadcast(*ell)) if ell else 1
     return math.prod(sizes.values()) * batch

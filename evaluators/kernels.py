@@ -148,7 +148,7 @@ def arch_kernels(spec: ArchSpec, img_size: int | None = None) -> list[Kernel]:
         lambda: STEMS.get(stem.kind)(spec.in_chans, dims[0], patch_size=stem.patch_size, **stem.knob_dict),
     )]
     prev_grid, in_dim = grids[0], dims[0]
-    for i, (s, grid) in enumerate(zip(spec.stages, grids)):
+    for i, (s, grid) in enumerate(zip(spec.stages, grids, strict=True)):
         part = f"stages.{i}"
         stage_sig = _items(dim=s.dim, mixer=s.mixer, knobs=s.mixer_knobs, pos=s.pos, mlp=s.mlp,
                            mlp_ratio=s.mlp_ratio, layer_scale=s.layer_scale is not None,

@@ -267,7 +267,7 @@ def measure_latency(
     med, iqr, mean, lo = _stats(samples)
     key["threads"] = used if dev.type == "cpu" else 0
     result = LatencyResult(med, iqr, mean, lo, repeats, warmup, samples_ms=samples,
-                           measured_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **key)
+                           measured_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), **key)
     if cache is not None and arch_id is not None:
         cache.put(result)
     return result
@@ -417,6 +417,6 @@ def measure_parts(model: nn.Module, input_shape: tuple[int, ...], parts: list[st
                 continue
             args, kwargs = calls[0]
             mod = modules[name]
-            samples = time_callable(lambda: mod(*args, **kwargs), dev, warmup, repeats, 0.0, clock)
+            samples = time_callable(lambda m=mod, a=args, k=kwargs: m(*a, **k), dev, warmup, repeats, 0.0, clock)
             out[name] = _stats(samples)[0]
     return out

@@ -33,7 +33,14 @@ import numpy as np
 import torch
 
 from evaluators.kernels import Kernel, arch_kernels
-from evaluators.latency import _stats, device_name, measure_latency, measure_module, resolve_device, resolve_dtype
+from evaluators.latency import (
+    _stats,
+    device_name,
+    measure_latency,
+    measure_module,
+    resolve_device,
+    resolve_dtype,
+)
 from nas.errors import NasError
 from search_space.genome import ArchSpec
 
@@ -172,7 +179,7 @@ class LatencyPredictor:
         if coef[0] <= 0:  # degenerate (too few or too noisy models): keep the plain sum
             coef = np.array([1.0, 0.0, 0.0])
         self.overhead = tuple(float(v) for v in coef)
-        errs = [abs(self.predict(s) / m - 1) for s, m in zip(specs, measured_ms)]
+        errs = [abs(self.predict(s) / m - 1) for s, m in zip(specs, measured_ms, strict=True)]
         self.fit_report = dict(models=len(specs), kernels=len(self.table), overhead=list(self.overhead),
                                fit_within_10pct=float(np.mean([e <= 0.10 for e in errs])),
                                fit_median_abs_err=float(np.median(errs)))

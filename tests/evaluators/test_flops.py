@@ -38,7 +38,7 @@ def _published_window(value: float) -> tuple[float, float]:
     return min(value * 0.97, value - half), max(value * 1.03, value + half)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _timm_count(name: str, fused: bool):
     old = timm_config._USE_FUSED_ATTN
     timm_config.set_fused_attn(fused)

@@ -9,7 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from evaluators import LatencyCache, LatencyPredictor, LatencyResult, measure_latency, training_memory
+from evaluators import (
+    LatencyCache,
+    LatencyPredictor,
+    LatencyResult,
+    measure_latency,
+    training_memory,
+)
 from evaluators.latency import cpu_name, measure_parts, resolve_device
 from evaluators.memory import saved_activation_bytes
 from nas.errors import NasError
