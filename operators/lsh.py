@@ -13,8 +13,9 @@ grows as N^2 C / c like the paper's) and an O(R N log N) sort.
 Vectorised: sorting and chunking are gathers, all chunks and rounds are one batched attention.
 With one round the chunks go through the fused SDPA kernel; with several rounds the softmax is
 explicit because combining rounds needs each round's log-normaliser, which SDPA does not
-return. The rotations are a fixed (saved) buffer drawn at construction, so the hashing is
-deterministic; the paper redraws them every step. Repeated pairs across rounds are not
+return. The rotations are a fixed buffer drawn from a seeded generator at construction (not
+saved in checkpoints), so the hashing is deterministic and reproducible; the paper redraws
+them every step. Repeated pairs across rounds are not
 down-weighted (the paper's duplicate correction is left out).
 """
 
@@ -29,6 +30,8 @@ from torch import nn
 from operators.base import TokenMixer, attend, merge_heads, split_heads
 from operators.registry import MIXERS
 from operators.window_attention import NEG_INF
+
+_ROTATION_SEED = 20200113  # Reformer's arXiv date; any constant keeps the hashing reproducible
 
 
 @MIXERS.register("lsh")
@@ -56,8 +59,10 @@ class LSHAttention(TokenMixer):
         self.qk = nn.Linear(dim, dim, bias=qkv_bias)
         self.v = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
-        rotations = torch.randn(num_heads, n_hashes, dim // num_heads, self.n_buckets // 2)
-        self.register_buffer("rotations", rotations)  # persistent: saved with the weights
+        # fixed rotations, a function of the architecture only: not saved, so checkpoints load at any size
+        gen = torch.Generator().manual_seed(_ROTATION_SEED + block_index)
+        rotations = torch.randn(num_heads, n_hashes, dim // num_heads, self.n_buckets // 2, generator=gen)
+        self.register_buffer("rotations", rotations.to(torch.empty(0).device), persistent=False)
 
     @classmethod
     def check(cls, dim: int, grid_size: tuple[int, int], knobs: dict[str, Any]) -> str | None:
