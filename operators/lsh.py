@@ -31,7 +31,7 @@ from operators.base import TokenMixer, attend, merge_heads, split_heads
 from operators.registry import MIXERS
 from operators.window_attention import NEG_INF
 
-_ROTATION_SEED = 20200113  # Reformer's arXiv date; any constant keeps the hashing reproducible
+_ROTATION_SEED = 20200113  # any constant: keeps the hashing reproducible across processes
 
 
 @MIXERS.register("lsh")
