@@ -288,7 +288,7 @@ def export_genome(
         info.flops = _count_flops(model, spec)
 
     try:
-        src = standalone_source(spec, name, origin=_origin(info), module=f"{name}_model")
+        src = standalone_source(spec, name, origin=_origin(info), module=f"{name}_model", model=model)
     except BundleError as e:
         raise NasError(f"could not write the standalone file: {e}") from None
     if self_check:

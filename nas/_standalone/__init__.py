@@ -37,8 +37,10 @@ class StandaloneSource:
         return f"{self.imports}\n\n\n{self.body}\n"
 
 
-def genome_operator_classes(spec) -> list[type]:
-    """The registered operator classes a genome names (each once, in genome order)."""
+def genome_operator_classes(spec, model=None) -> list[type]:
+    """The registered operator classes a genome names (each once, in genome order), plus, given
+    the built ``model``, every registered class among its modules (an operator may build others
+    by name, e.g. the T2T stem's token mixer)."""
     from operators import CHANNEL_ATTNS, CHANNEL_MLPS, DOWNSAMPLERS, MIXERS, POS_ENCODINGS, STEMS
 
     out = [STEMS.get(spec.stem.kind), POS_ENCODINGS.get("none"), DOWNSAMPLERS.get("none")]
@@ -46,6 +48,16 @@ def genome_operator_classes(spec) -> list[type]:
         out += [MIXERS.get(s.mixer), POS_ENCODINGS.get(s.pos), DOWNSAMPLERS.get(s.downsample), CHANNEL_MLPS.get(s.mlp)]
         if s.channel_attn != "none":
             out.append(CHANNEL_ATTNS.get(s.channel_attn))
+    registries = (STEMS, MIXERS, POS_ENCODINGS, DOWNSAMPLERS, CHANNEL_MLPS, CHANNEL_ATTNS)
+    # a string knob (given or defaulted) that names a registered operator, e.g. t2t's token_mixer
+    knob_sets = [(STEMS.get(spec.stem.kind), spec.stem.knob_dict)] + [(MIXERS.get(s.mixer), s.knob_dict)
+                                                                     for s in spec.stages]
+    for cls, given in knob_sets:
+        values = {**{k: knob.default for k, knob in cls.knobs().items()}, **given}.values()
+        out += [reg.get(v) for v in values if isinstance(v, str) for reg in registries if v in reg]
+    if model is not None:
+        registered = {cls for reg in registries for _, cls in reg.items()}
+        out += [type(m) for m in model.modules() if type(m) in registered]
     return list(dict.fromkeys(out))
 
 
@@ -90,8 +102,10 @@ regenerate it rather than editing it.
 '''
 
 
-def standalone_source(spec, name: str, *, origin: str = "", module: str | None = None) -> StandaloneSource:
-    """Generate the standalone module for ``spec`` registered as ``name`` (a Python identifier)."""
+def standalone_source(spec, name: str, *, origin: str = "", module: str | None = None,
+                      model=None) -> StandaloneSource:
+    """Generate the standalone module for ``spec`` registered as ``name`` (a Python identifier);
+    ``model``, the package's model of ``spec``, adds operators it builds by name internally."""
     import nas
     from search_space import builder
     from search_space.genome import ArchSpec
@@ -99,7 +113,7 @@ def standalone_source(spec, name: str, *, origin: str = "", module: str | None =
     if not name.isidentifier():
         raise BundleError(f"the exported name {name!r} must be a Python identifier (letters, digits, _)")
     b = Bundler()
-    for cls in genome_operator_classes(spec):
+    for cls in genome_operator_classes(spec, model):
         b.add(cls)
     for obj in (ArchSpec, builder.NasNet, builder.create_nasnet, builder.pretrained_cfg_for, builder._default_cfg):
         b.add(obj)

@@ -69,6 +69,20 @@ class _Def:
     lazy: set[Key | tuple[str, str, str]] = field(default_factory=set)
 
 
+_PARSED: dict[str, tuple[Any, _Module]] = {}  # module -> (file stamp, parse): parsed once per process
+
+
+def _stamp(mod: Any) -> Any:
+    import os
+
+    path = getattr(mod, "__file__", None)
+    try:
+        st = os.stat(path)
+        return (path, st.st_mtime_ns, st.st_size)
+    except (OSError, TypeError):
+        return None
+
+
 def _absolute(module: str, node: ast.ImportFrom) -> str:
     if not node.level:
         return node.module or ""
@@ -96,6 +110,11 @@ class Bundler:
         if name in self._modules:
             return self._modules[name]
         mod = importlib.import_module(name)
+        stamp = _stamp(mod)
+        cached = _PARSED.get(name)
+        if cached is not None and cached[0] == stamp:
+            self._modules[name] = cached[1]
+            return cached[1]
         source = inspect.getsource(mod)
         tree = ast.parse(source)
         info = _Module(name, source.splitlines(), globals=frozenset(vars(mod)))
@@ -118,6 +137,7 @@ class Bundler:
                 for a in node.names:
                     info.imports[a.asname or a.name] = _Import(src, a.name, a.asname or a.name)
         self._modules[name] = info
+        _PARSED[name] = (stamp, info)
         return info
 
     # --- resolution ----------------------------------------------------------------------

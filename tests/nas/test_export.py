@@ -244,3 +244,56 @@ def test_standalone_holds_only_the_genome_operators_and_imports_only_torch_timm(
             tops.add((n.module or "").split(".")[0])
     assert tops - set(sys.stdlib_module_names) == {"torch", "timm"}
     assert "def mixnet(" in text and "@register_model" in text
+
+
+def zoo_genomes() -> dict[str, ArchSpec]:
+    """One small genome per registered operator (mixers, position encodings, stems, downsamplers,
+    channel MLPs, channel attention): what the search space can produce, the bundler must follow."""
+    from operators import CHANNEL_ATTNS, CHANNEL_MLPS, DOWNSAMPLERS, MIXERS, POS_ENCODINGS, STEMS
+
+    def two_stage(mixer: str, pos: str = "none", **stage) -> ArchSpec:
+        knobs = {"num_heads": 2} if "num_heads" in MIXERS.get(mixer).knobs() else {}
+        for img in (32, 64):  # the smallest input the mixer's default knobs accept
+            spec = ArchSpec(StemSpec("patchify", 4), (StageSpec(1, 16, mixer, knobs, pos=pos, **stage),
+                                                      StageSpec(1, 32, mixer, knobs, pos=pos, downsample="conv")),
+                            num_classes=10, img_size=img)
+            try:
+                return spec.validate()
+            except ValueError:
+                pass
+        return spec
+
+    out = {f"mixer {m}": two_stage(m) for m in MIXERS.names()}
+    for pos in POS_ENCODINGS.names():
+        if POS_ENCODINGS.get(pos).placement == "grid":
+            out[f"pos {pos}"] = two_stage("pool", pos)
+        else:
+            mixer = next(m for m in MIXERS.names() if pos in MIXERS.get(m).supported_pos)
+            out[f"pos {pos}"] = two_stage(mixer, pos)
+    for kind in STEMS.names():
+        patch = 16 if kind == "t2t" else 4  # t2t builds its token transformers only past patch 4
+        out[f"stem {kind}"] = ArchSpec(StemSpec(kind, patch), (StageSpec(1, 16, "pool"),), num_classes=10, img_size=32)
+    for d in DOWNSAMPLERS.names():
+        out[f"downsample {d}"] = ArchSpec(StemSpec("patchify", 4), (StageSpec(1, 16, "pool"),
+                                          StageSpec(1, 32, "pool", downsample=d)), num_classes=10, img_size=32)
+    for mlp in CHANNEL_MLPS.names():
+        out[f"mlp {mlp}"] = two_stage("pool", mlp=mlp)
+    for ca in CHANNEL_ATTNS.names():
+        out[f"channel_attn {ca}"] = two_stage("pool", channel_attn=ca)
+    return out
+
+
+def test_every_registered_operator_bundles_and_self_checks():
+    """The standalone file is generated (and its model matches the package's) for every operator."""
+    from nas._standalone import standalone_source
+    from nas.export import _self_check
+
+    failures = []
+    for label, spec in zoo_genomes().items():
+        try:
+            spec.validate()
+            model = build_model(spec).eval()
+            _self_check(standalone_source(spec, "zoo_model", model=model), spec, model)
+        except Exception as e:  # noqa: BLE001 - collect every failure, report them together
+            failures.append(f"{label}: {type(e).__name__}: {str(e)[:200]}")
+    assert not failures, "\n".join(failures)
