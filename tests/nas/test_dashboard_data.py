@@ -353,3 +353,26 @@ def test_report_command_line(store_url, tmp_path, capsys):
     assert out.stat().st_size > 1_000_000 and "wrote" in capsys.readouterr().err
     assert main(["report", "nope", "--storage", store_url, "--out", str(out)]) == 2
     assert "no study 'nope'" in capsys.readouterr().err
+
+
+def test_store_written_by_the_search(tmp_path):
+    """A study run by the search itself (synthetic accuracies, real genomes and costs): every view
+    has data and the report is written."""
+    from nas.dashboard.app import build_views
+    from nas.dashboard.report import build_report
+    from nas.testing import make_tiny_study
+
+    url = f"sqlite:///{tmp_path / 'real.db'}"
+    make_tiny_study(url, "tiny", trials=10, objectives=("accuracy", "flops", "params"))
+    before = _digest(url)
+    data = D.load_study_data(D.Store(url), "tiny")
+    assert len(data.rows) == 10 and data.front and data.info.img_size
+    assert all(r["mixer"] and r["stem"] and r["shape"] for r in data.rows if r["state"] == "COMPLETE")
+    views = build_views(data, "flops", "accuracy", D.reference_points(data.info, data.records, ["preset:deit_tiny"],
+                                                                      compute=False))
+    assert views["pareto3d"] is not None and D.hypervolume_history(data)["by_trial"][-1]["hypervolume"] > 0
+    arch = D.architecture(data.record(data.front[0]), study_name="tiny")
+    assert arch["cost_source"] == "store" and all(s["flops"] is not None for s in arch["stages"])
+    info = build_report(url, "tiny", tmp_path / "r.html", count_references=False)
+    assert info["front"] == len(data.front)
+    assert _digest(url) == before
