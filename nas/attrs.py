@@ -38,3 +38,4 @@ STUDY_SPEC = "study_spec"          # the StudySpec as JSON (str)
 STUDY_OBJECTIVES = "objectives"    # [{"name": "accuracy", "direction": "maximize"}, ...]
 STUDY_REFERENCE_POINT = "reference_point"  # hypervolume reference point, objective order
 STUDY_PRESETS = "presets"          # {preset: {"flops", "params", "summary", "genome", "accuracy"?}} references
+WORKER = "worker"                  # "host:pid" of the process that ran the trial (str)

@@ -22,6 +22,9 @@ from nas import attrs
 
 DIRECTIONS = {"accuracy": "maximize", "flops": "minimize", "params": "minimize", "latency_ms": "minimize"}
 Objectives = Sequence[str] | Sequence[tuple[str, str]]
+# A FAILED trial without a reason was left RUNNING by a worker that died and then failed by
+# the heartbeat check (a retry with the same genome is queued).
+STALE = "worker lost (no heartbeat)"
 
 
 @dataclass
@@ -101,7 +104,7 @@ def record_from_trial(t: Any, objective_names: Sequence[str]) -> TrialRecord:
         accuracy_per_epoch=list(ua.get(attrs.ACCURACY_PER_EPOCH) or []), epochs=num(attrs.EPOCHS, int),
         epoch_budget=num(attrs.EPOCH_BUDGET, int), feasible=ua.get(attrs.FEASIBLE),
         constraints=dict(ua.get(attrs.CONSTRAINTS) or {}), reused_from=num(attrs.REUSED_FROM, int),
-        failure=ua.get(attrs.FAILURE), train_time_s=num(attrs.TRAIN_TIME_S),
+        failure=ua.get(attrs.FAILURE) or (STALE if t.state.name == "FAIL" else None), train_time_s=num(attrs.TRAIN_TIME_S),
         datetime_start=t.datetime_start.isoformat() if t.datetime_start else None,
         datetime_complete=t.datetime_complete.isoformat() if t.datetime_complete else None,
         user_attrs=ua,

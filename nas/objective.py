@@ -150,6 +150,7 @@ class TrialEvaluator:
         for k, v in cand.attrs().items():
             trial.set_user_attr(k, v)
         trial.set_user_attr(attrs.CODE_VERSION, _code_version())
+        trial.set_user_attr(attrs.WORKER, _worker_id())
         for name, v in cand.constraints.items():
             # relative violation, so FLOPs and params weigh alike in the samplers' penalty
             limit = self.limits[name]
@@ -294,6 +295,13 @@ def _seed_for(arch_id: str, seed: int) -> int:
     return (int(arch_id[:8], 16) + 1_000_003 * seed) % (2**31)
 
 
+def _worker_id() -> str:
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def _code_version() -> str:
     from nas.store import code_version
 
@@ -323,12 +331,38 @@ def find_reusable(study: Any, arch_id: str, number: int) -> Any | None:
     return None
 
 
-def running_twin(study: Any, arch_id: str, number: int) -> bool:
+def claim_or_wait(claims: Any, study: Any, arch_id: str, number: int, wait_s: float = REUSE_WAIT_S) -> Any | None:
+    """Claim ``arch_id`` for trial ``number`` (None: this trial trains it) or wait for the trial
+    that owns it and return that finished trial to reuse. A dead owner (stale or interrupted)
+    is taken over; an owner that failed on its own fails this trial with the same reason."""
     from optuna.trial import TrialState
 
-    return any(t.number != number and t.user_attrs.get(attrs.ARCH_ID) == arch_id
-               and attrs.REUSED_FROM not in t.user_attrs and attrs.ACCURACY not in t.user_attrs
-               for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    name = study.study_name
+    deadline = time.monotonic() + wait_s
+    while True:
+        owner = claims.claim(name, arch_id, number)
+        if owner == number:
+            return None
+        t = _trial_by_number(study, owner)
+        if t is None or t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            return t
+        if t.state == TrialState.FAIL:
+            reason = t.user_attrs.get(attrs.FAILURE)
+            if reason in (None, "interrupted"):
+                if claims.take_over(name, arch_id, owner, number):
+                    return None
+                continue
+            raise TrialFailed(f"same genome as failed trial {owner}: {reason}")
+        if time.monotonic() > deadline:
+            raise TrialFailed(f"gave up waiting for trial {owner}, which trains the same genome")
+        time.sleep(0.5)
+
+
+def _trial_by_number(study: Any, number: int) -> Any | None:
+    trials = study.get_trials(deepcopy=False)
+    if number < len(trials) and trials[number].number == number:
+        return trials[number]
+    return next((t for t in trials if t.number == number), None)
 
 
 REUSED_KEYS = (attrs.ACCURACY, attrs.ACCURACY_PER_EPOCH, attrs.LOSS_PER_EPOCH, attrs.EPOCHS, attrs.EPOCH_BUDGET,
@@ -336,8 +370,10 @@ REUSED_KEYS = (attrs.ACCURACY, attrs.ACCURACY_PER_EPOCH, attrs.LOSS_PER_EPOCH, a
                attrs.LATENCY_SETTING)
 
 
-def optuna_objective(te: TrialEvaluator, prune: bool = False) -> Callable[[Any], Any]:
+def optuna_objective(te: TrialEvaluator, prune: bool = False, claims: Any = None) -> Callable[[Any], Any]:
     """The Optuna objective: suggest -> screen -> (infeasible: record, stop) -> reuse or evaluate.
+
+    ``claims`` (``nas.store.ArchClaims``) makes "one genome, one training" hold across workers.
 
     Every failure leaves ``attrs.FAILURE`` on the trial; Ctrl-C leaves ``"interrupted"``.
     """
@@ -353,11 +389,8 @@ def optuna_objective(te: TrialEvaluator, prune: bool = False) -> Callable[[Any],
                 trial.set_user_attr(attrs.FAILURE, te.infeasible_message(cand))
                 return _ret(te.values(cand, 0.0))
             prior = find_reusable(trial.study, cand.arch_id, trial.number)
-            if prior is None and running_twin(trial.study, cand.arch_id, trial.number):
-                t0 = time.monotonic()  # another worker is training this genome: wait for it
-                while time.monotonic() - t0 < REUSE_WAIT_S and running_twin(trial.study, cand.arch_id, trial.number):
-                    time.sleep(1.0)
-                prior = find_reusable(trial.study, cand.arch_id, trial.number)
+            if prior is None and claims is not None:
+                prior = claim_or_wait(claims, trial.study, cand.arch_id, trial.number)
             if prior is not None:
                 trial.set_user_attr(attrs.REUSED_FROM, prior.number)
                 for k in REUSED_KEYS:

@@ -43,6 +43,19 @@ def check_url(url: str) -> str:
     return url
 
 
+def normalize_url(url: str) -> str:
+    """``postgresql://`` -> ``postgresql+psycopg2://`` when psycopg (3) is missing: SQLAlchemy 2.1
+    defaults to psycopg 3, while this package ships psycopg2-binary."""
+    import importlib.util
+
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+                return "postgresql+psycopg2://" + url[len(plain):]
+            return "postgresql://" + url[len(plain):]
+    return url
+
+
 def engine_kwargs(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 60}}
@@ -67,7 +80,8 @@ def open_storage(url: str, *, heartbeat_s: float | None = HEARTBEAT_S, retry: bo
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     check_url(url)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    shown, url = url, normalize_url(url)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by nas itself
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     kw: dict[str, Any] = {"engine_kwargs": engine_kwargs(url)}
     if heartbeat_s:
@@ -75,10 +89,22 @@ def open_storage(url: str, *, heartbeat_s: float | None = HEARTBEAT_S, retry: bo
         kw.update(heartbeat_interval=hb, grace_period=hb * GRACE_FACTOR)
         if retry:
             kw["heartbeat_stale_trial_callback"] = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
-    try:
-        storage = RDBStorage(url, **kw)
-    except Exception as e:  # sqlalchemy OperationalError, ImportError of a driver, ...
-        raise NasError(f"cannot open storage {redact(url)}: {_first_line(e)}") from None
+    storage = None
+    for attempt in range(6):
+        try:
+            storage = RDBStorage(url, **kw)
+            break
+        except Exception as e:  # sqlalchemy OperationalError, ImportError of a driver, ...
+            # several workers creating the tables of a fresh database at once race on them:
+            # the losers see "already exists"/"duplicate key"; the tables are there, try again
+            text = str(e).lower()
+            if attempt < 5 and ("already exists" in text or "duplicate key" in text or "locked" in text):
+                import random
+                import time
+
+                time.sleep(0.2 + random.random())
+                continue
+            raise NasError(f"cannot open storage {redact(shown)}: {_first_line(e)}") from None
     if url.startswith("sqlite"):
         _sqlite_pragmas(storage.engine)
     return storage
@@ -165,3 +191,72 @@ def _jsonable(v: Any) -> Any:
         return json.loads(json.dumps(v))
     except TypeError:
         return str(v)
+
+
+class ArchClaims:
+    """Who trains which genome: one row per (study, arch_id) in a ``nas_arch_claims`` table of
+    the same database. ``INSERT`` is atomic on SQLite and PostgreSQL alike, so when two workers
+    suggest the same genome at once exactly one trains it and the other reuses its result."""
+
+    TABLE = "nas_arch_claims"
+
+    def __init__(self, storage: Any) -> None:
+        self.storage = storage
+        self._setup()
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable (Ray ships the searcher around)
+        return {"storage": self.storage}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.storage = state["storage"]
+        self._setup()
+
+    def _setup(self) -> None:
+        import sqlalchemy as sa
+
+        self.engine = self.storage.engine
+        self.meta = sa.MetaData()
+        self.table = sa.Table(
+            self.TABLE, self.meta,
+            sa.Column("study_name", sa.String(512), primary_key=True),
+            sa.Column("arch_id", sa.String(64), primary_key=True),
+            sa.Column("trial_number", sa.Integer, nullable=False),
+        )
+        for attempt in range(6):  # fresh databases: concurrent creators race (see open_storage)
+            try:
+                self.meta.create_all(self.engine, checkfirst=True)
+                break
+            except Exception as e:
+                if attempt == 5 or not any(s in str(e).lower() for s in ("already exists", "duplicate key", "locked")):
+                    raise
+                import random
+                import time
+
+                time.sleep(0.2 + random.random())
+
+    def claim(self, study_name: str, arch_id: str, number: int) -> int:
+        """Claim ``arch_id`` for trial ``number``; returns the owner's trial number."""
+        import sqlalchemy as sa
+
+        t = self.table
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(t.insert().values(study_name=study_name, arch_id=arch_id, trial_number=number))
+            return number
+        except sa.exc.IntegrityError:
+            with self.engine.connect() as conn:
+                row = conn.execute(sa.select(t.c.trial_number).where(
+                    (t.c.study_name == study_name) & (t.c.arch_id == arch_id))).first()
+            return int(row[0]) if row else self.claim(study_name, arch_id, number)
+
+    def take_over(self, study_name: str, arch_id: str, old: int, new: int) -> bool:
+        """Move the claim from trial ``old`` (which died) to ``new``; True if this call won."""
+        t = self.table
+        with self.engine.begin() as conn:
+            res = conn.execute(t.update().where((t.c.study_name == study_name) & (t.c.arch_id == arch_id)
+                                                & (t.c.trial_number == old)).values(trial_number=new))
+        return res.rowcount == 1
+
+    def forget_study(self, study_name: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(self.table.delete().where(self.table.c.study_name == study_name))

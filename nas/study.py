@@ -223,6 +223,14 @@ class StudySpec:
         return [o.direction for o in self.objectives]
 
     @property
+    def prunes(self) -> bool:
+        """Whether trials are stopped early: Ray's ASHA works with any objectives; Optuna's
+        pruners need a single objective (a multi-objective Optuna study ignores the pruner)."""
+        if self.evaluator.fidelity.pruner == "none" or self.evaluator.kind == "zero_cost":
+            return False
+        return self.backend == "ray" or len(self.objectives) == 1
+
+    @property
     def needs_latency(self) -> bool:
         return "latency_ms" in self.objective_names or self.constraints.max_latency_ms is not None
 
@@ -779,13 +787,6 @@ def _check_whole(ctx: _Ctx, spec: StudySpec) -> None:
     """Rules that span sections."""
     if spec.trials is None and spec.timeout_s is None:
         raise ctx.error("study", "trials", "give a budget: trials = N and/or timeout_s = seconds")
-    multi = len(spec.objectives) > 1
-    if spec.evaluator.fidelity.pruner != "none" and multi and spec.backend == "optuna":
-        raise ctx.error("evaluator.fidelity", "pruner",
-                        "Optuna prunes single-objective studies only: use objectives = [\"accuracy\"] "
-                        "with hard caps in [constraints], or pruner = \"none\" (Ray's ASHA works with several)")
-    if spec.sampler == "gp" and spec.evaluator.fidelity.pruner != "none":
-        pass  # allowed: GP ignores pruned trials
     if spec.evaluator.fidelity.min_epochs > spec.evaluator.epochs:
         raise ctx.error("evaluator.fidelity", "min_epochs",
                         f"min_epochs={spec.evaluator.fidelity.min_epochs} exceeds the epoch budget {spec.evaluator.epochs}")

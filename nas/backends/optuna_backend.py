@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -60,6 +61,18 @@ def counted_trials(study: Any) -> int:
     return sum(counted(t) for t in study.get_trials(deepcopy=False))
 
 
+def _report_failure(study: Any, trial: Any) -> None:
+    """One line per failed trial (Optuna's own log of it, with a traceback, is silenced)."""
+    if trial.state.name == "FAIL":
+        from tqdm import tqdm
+
+        from nas import attrs
+
+        reason = trial.user_attrs.get(attrs.FAILURE, "unknown")
+        if reason != "interrupted":
+            tqdm.write(f"trial {trial.number} failed: {reason}", file=sys.stderr)
+
+
 class _StopAt:
     """Stop the study once it holds ``target`` counted trials (across all workers)."""
 
@@ -79,22 +92,22 @@ def run_worker(spec: StudySpec, target: int | None, worker: int = 0, heartbeat_s
     import torch
 
     from nas.objective import TrialEvaluator, optuna_objective
-    from nas.store import HEARTBEAT_S, open_storage
+    from nas.store import HEARTBEAT_S, ArchClaims, open_storage
 
     torch.set_num_threads(spec.evaluator.threads)
     storage = open_storage(spec.storage, heartbeat_s=heartbeat_s or HEARTBEAT_S)
     study = optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec, worker, target),
                               pruner=make_pruner(spec))
     te = TrialEvaluator(spec)
-    prune = len(spec.objectives) == 1 and spec.evaluator.fidelity.pruner != "none"
-    callbacks = [_StopAt(target)]
+    prune = spec.prunes
+    callbacks = [_StopAt(target), _report_failure]
     if progress is not None:
         callbacks.append(lambda s, t: progress.update(s))
     remaining = None if target is None else max(0, target - counted_trials(study))
     if remaining == 0:
         return
     # n_trials bounds this process; _StopAt ends it early when other workers contributed.
-    study.optimize(optuna_objective(te, prune=prune), n_trials=remaining, timeout=timeout_s,
+    study.optimize(optuna_objective(te, prune=prune, claims=ArchClaims(storage)), n_trials=remaining, timeout=timeout_s,
                    catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
 
 

@@ -172,7 +172,7 @@ def test_one_line_errors(tmp_path, capsys):
     assert "no study 'nothing_here'" in err
 
 
-def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
+def test_ctrl_c_stops_cleanly_nothing_left_running(tmp_path):
     url = _url(tmp_path)
     text = tiny_study_text("intr", url, trials=3, kind="proxy", epochs=1, max_flops="50M")
     text = text.replace("subset = 64", "subset = 600").replace("epochs = 1", "epochs = 40")

@@ -89,14 +89,13 @@ def test_wrong_type_and_range_say_what_is_allowed():
     assert "'energy' is not allowed" in msg and "latency_ms" in msg
 
 
-def test_pruning_needs_a_single_objective():
-    text = tiny_study_text() + '\n[evaluator.fidelity]\npruner = "median"\n'
-    text = text.replace("[evaluator.fidelity]", "").replace('pruner = "median"', "")
-    text = text.replace('batch_size = 32', 'batch_size = 32\nfidelity = { pruner = "median" }')
-    assert "prunes single-objective studies only" in _err(text)
-    single = tiny_study_text(objectives=("accuracy",)).replace(
-        'batch_size = 32', 'batch_size = 32\nfidelity = { pruner = "median" }')
-    assert parse_study(single).evaluator.fidelity.pruner == "median"
+def test_pruning_applies_to_single_objective_or_ray():
+    fid = 'batch_size = 32\nfidelity = { pruner = "median" }'
+    multi = parse_study(tiny_study_text().replace("batch_size = 32", fid))
+    assert multi.evaluator.fidelity.pruner == "median" and not multi.prunes
+    assert multi.replace(backend="ray").prunes
+    single = parse_study(tiny_study_text(objectives=("accuracy",)).replace("batch_size = 32", fid))
+    assert single.prunes
 
 
 def test_relative_sqlite_resolves_against_base_dir(tmp_path):
