@@ -176,9 +176,11 @@ def _register(name: str, entry: dict[str, Any]) -> None:
     arch_id = ArchSpec.from_dict(entry["genome"]).arch_id + str(entry.get("dir")) + str(entry.get("weights"))
     if _registered.get(name) == arch_id:
         return
+    fn = _entry_point(name, entry)
+    globals()[name] = fn  # timm lists it in this module's __all__
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Overwriting")
-        register_model(_entry_point(name, entry))
+        register_model(fn)
     _registered[name] = arch_id
 
 

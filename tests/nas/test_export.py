@@ -36,11 +36,11 @@ def registry(tmp_path, monkeypatch):
     return path
 
 
-@pytest.fixture
-def store(tmp_path):
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
     """A two-objective study: trials 0-2 on the front, 3 failed, 4 dominated, 5 pruned; trial 1
-    has stored weights (a path relative to the store)."""
-    db = tmp_path / "studies" / f"{STUDY}.db"
+    has stored weights (a path relative to the store). Read-only for the tests."""
+    db = tmp_path_factory.mktemp("store") / "studies" / f"{STUDY}.db"
     db.parent.mkdir()
     url = f"sqlite:///{db}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -289,6 +289,8 @@ def test_every_registered_operator_bundles_and_self_checks():
     from nas.export import _self_check
 
     failures = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is faster on a shared machine
     for label, spec in zoo_genomes().items():
         try:
             spec.validate()
@@ -296,4 +298,5 @@ def test_every_registered_operator_bundles_and_self_checks():
             _self_check(standalone_source(spec, "zoo_model", model=model), spec, model)
         except Exception as e:  # noqa: BLE001 - collect every failure, report them together
             failures.append(f"{label}: {type(e).__name__}: {str(e)[:200]}")
+    torch.set_num_threads(threads)
     assert not failures, "\n".join(failures)

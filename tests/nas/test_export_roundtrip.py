@@ -57,6 +57,8 @@ def exports(tmp_path_factory):
     from nas.export import export_genome
 
     cases = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is faster on a shared machine
     try:
         for key, spec in small_genomes().items():
             torch.manual_seed(hash(key) % 1000)
@@ -74,6 +76,7 @@ def exports(tmp_path_factory):
                               dims=[s.dim for s in spec.stages], num_features=model.num_features,
                               reductions=[f["reduction"] for f in model.feature_info], img_size=spec.img_size)
     finally:
+        torch.set_num_threads(threads)
         if old is None:
             os.environ.pop("ATTNNAS_EXPORTS", None)
         else:
