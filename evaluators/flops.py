@@ -517,11 +517,40 @@ def count_flops_meta(module: nn.Module, input_shape: tuple[int, ...], *, batch: 
                 uncounted[f"aten::{name}"] += 1
             return out
 
+    from torch.overrides import TorchFunctionMode
+
+    F = torch.nn.functional
+
+    class _Shortcuts(TorchFunctionMode):
+        """Count the hottest functions from their shapes and skip their meta decompositions
+        (SDPA's math path, linear's view/addmm chain, layer norm's reference kernel)."""
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is F.linear and len(args) >= 2 and isinstance(args[1], torch.Tensor) and args[1].dim() == 2:
+                x, w = args[0], args[1]
+                if x.device.type == "meta" and x.dim() >= 1 and x.shape[-1] == w.shape[1]:
+                    by_op["linear"] += _numel(x) * w.shape[0]
+                    return torch.empty(*x.shape[:-1], w.shape[0], dtype=x.dtype, device="meta")
+            elif func is F.scaled_dot_product_attention and len(args) >= 3:
+                q, k, v = args[:3]
+                if (q.device.type == "meta" and q.dim() >= 3 and not kwargs.get("enable_gqa")
+                        and k.shape[-3:-2] == q.shape[-3:-2]):
+                    batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+                    by_op["scaled_dot_product_attention"] += (
+                        math.prod(batch) * q.shape[-2] * k.shape[-2] * (q.shape[-1] + v.shape[-1]))
+                    return torch.empty(*batch, q.shape[-2], v.shape[-1], dtype=q.dtype, device="meta")
+            elif func is F.layer_norm and args and isinstance(args[0], torch.Tensor) and args[0].device.type == "meta":
+                weight = args[2] if len(args) > 2 else kwargs.get("weight")
+                by_op["native_layer_norm"] += _numel(args[0]) * (5 if weight is not None else 4)
+                return torch.empty(args[0].shape, dtype=args[0].dtype, device="meta")
+            return func(*args, **kwargs)
+
     x = torch.empty(batch, *input_shape, device="meta")
     was_training = module.training
     module.eval()
     try:
-        with torch.no_grad(), _Counter():
+        with torch.no_grad(), _Counter(), _Shortcuts():
             module(x)
     except Exception as e:  # noqa: BLE001 - reported as a user-facing error
         raise NasError(f"{type(module).__name__} fails on input {tuple(input_shape)}: {_one_line(e)}") from None
