@@ -311,7 +311,11 @@ class Bundler:
         third = [ln for ln in plain if ln not in std]
         third += [f"from {m} import {', '.join(sorted(set(v)))}" for m, v in sorted(froms.items())
                   if m.split(".")[0] not in sys.stdlib_module_names]
-        imports = "from __future__ import annotations\n\n" + "\n".join(sorted(std)) + "\n\n" + "\n".join(third)
+        def by_module(line: str) -> tuple[str, int]:
+            return line.split()[1], 0 if line.startswith("import ") else 1
+
+        imports = ("from __future__ import annotations\n\n" + "\n".join(sorted(std, key=by_module)) + "\n\n"
+                   + "\n".join(sorted(third, key=by_module)))
         return imports, body
 
 
