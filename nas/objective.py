@@ -147,10 +147,7 @@ class TrialEvaluator:
         """Suggest a genome on ``trial``, screen it and record costs/constraints on the trial."""
         spec = self.space.suggest(trial)
         cand = self.candidate_for(spec)
-        for k, v in cand.attrs().items():
-            trial.set_user_attr(k, v)
-        trial.set_user_attr(attrs.CODE_VERSION, _code_version())
-        trial.set_user_attr(attrs.WORKER, _worker_id())
+        set_user_attrs(trial, {**cand.attrs(), attrs.CODE_VERSION: _code_version(), attrs.WORKER: _worker_id()})
         for name, v in cand.constraints.items():
             # relative violation, so FLOPs and params weigh alike in the samplers' penalty
             limit = self.limits[name]
@@ -265,15 +262,28 @@ def synthetic_accuracy(spec: ArchSpec, flops: float) -> float:
     return float(min(1.0, max(0.0, acc)))
 
 
+_LATENCY_CACHES: dict[str, Any] = {}
+
+
 def measure_latency(spec: ArchSpec, setting: Any, storage_url: str | None = None) -> dict[str, Any]:
     """Latency of ``spec`` on ``setting.device`` at ``setting.batch``/``dtype`` through
-    ``evaluators.latency`` (cached there by arch_id + device + batch + dtype)."""
-    try:
-        from evaluators import latency as lat
-    except ImportError:
-        raise NasError("latency objectives/constraints need evaluators.latency, which is not installed") from None
-    return lat.measure_for_search(spec, device=setting.device, batch=setting.batch, dtype=setting.dtype,
-                                  storage=storage_url)
+    ``evaluators.latency``, cached in the study's own database (by arch_id, device, batch,
+    dtype, image size, threads and torch version)."""
+    from evaluators.latency import LatencyCache
+    from evaluators.latency import measure_latency as measure
+
+    cache = None
+    if storage_url:
+        if storage_url not in _LATENCY_CACHES:
+            from nas.store import normalize_url
+
+            _LATENCY_CACHES[storage_url] = LatencyCache(normalize_url(storage_url))
+        cache = _LATENCY_CACHES[storage_url]
+    r = measure(spec, device=setting.device, batch=setting.batch, dtype=setting.dtype, cache=cache)
+    threads = f" ({r.threads} threads)" if r.device == "cpu" else ""
+    return {"latency_ms": float(r.median_ms), "spread_ms": float(r.spread_ms),
+            "device": f"{r.device}: {r.device_name}{threads}",
+            "setting": {"batch": r.batch, "dtype": r.dtype, "img_size": r.img_size}}
 
 
 def zero_cost_score(spec: ArchSpec, data: Any, proxy: str, seed: int) -> float | None:
@@ -326,7 +336,8 @@ def find_reusable(study: Any, arch_id: str, number: int) -> Any | None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         ua = t.user_attrs
         if t.number != number and ua.get(attrs.ARCH_ID) == arch_id and ua.get(attrs.FEASIBLE, True) \
-                and attrs.REUSED_FROM not in ua and (attrs.ACCURACY in ua or t.state == TrialState.PRUNED):
+                and attrs.REUSED_FROM not in ua \
+                and (attrs.ACCURACY in ua or attrs.ZERO_COST in ua or t.state == TrialState.PRUNED):
             return t
     return None
 
@@ -388,9 +399,10 @@ def optuna_objective(te: TrialEvaluator, prune: bool = False, claims: Any = None
             if not cand.feasible:
                 trial.set_user_attr(attrs.FAILURE, te.infeasible_message(cand))
                 return _ret(te.values(cand, 0.0))
-            prior = find_reusable(trial.study, cand.arch_id, trial.number)
-            if prior is None and claims is not None:
+            if claims is not None:  # the claims table knows who trains which genome
                 prior = claim_or_wait(claims, trial.study, cand.arch_id, trial.number)
+            else:
+                prior = find_reusable(trial.study, cand.arch_id, trial.number)
             if prior is not None:
                 trial.set_user_attr(attrs.REUSED_FROM, prior.number)
                 for k in REUSED_KEYS:
@@ -399,7 +411,7 @@ def optuna_objective(te: TrialEvaluator, prune: bool = False, claims: Any = None
                 if prior.state == optuna.trial.TrialState.PRUNED:
                     trial.set_user_attr(attrs.FAILURE, f"pruned (as trial {prior.number})")
                     raise optuna.TrialPruned(f"same genome as pruned trial {prior.number}")
-                return _ret(te.values(cand, prior.user_attrs[attrs.ACCURACY]))
+                return _ret(te.values(cand, _score_of(prior, te)))
 
             def on_epoch(epoch: int, acc: float) -> bool:
                 if not prune:
@@ -408,14 +420,14 @@ def optuna_objective(te: TrialEvaluator, prune: bool = False, claims: Any = None
                 return trial.should_prune()
 
             out = te.evaluate(cand, on_epoch=on_epoch)
-            for k, v in out.attrs.items():
-                trial.set_user_attr(k, v)
+            set_user_attrs(trial, out.attrs)
             if out.status == "stopped":
                 trial.set_user_attr(attrs.FAILURE, f"pruned: {out.reason}")
                 raise optuna.TrialPruned(out.reason)
             if out.status != "ok":
                 raise TrialFailed(out.reason or "evaluation failed")
-            trial.set_user_attr(attrs.ACCURACY, out.accuracy)
+            if te.study.evaluator.kind != "zero_cost":  # a zero-cost score is not an accuracy
+                trial.set_user_attr(attrs.ACCURACY, out.accuracy)
             return _ret(te.values(cand, out.accuracy))
         except optuna.TrialPruned:
             raise
@@ -427,6 +439,39 @@ def optuna_objective(te: TrialEvaluator, prune: bool = False, claims: Any = None
             raise
 
     return objective
+
+
+def set_user_attrs(trial: Any, values: dict[str, Any]) -> None:
+    """Set several user attributes of an Optuna trial in one database transaction when the
+    store is an ``RDBStorage`` (one commit instead of one per attribute), else one by one."""
+    from nas.store import _jsonable
+
+    values = {k: _jsonable(v) for k, v in values.items()}
+    storage = getattr(getattr(trial, "study", None), "_storage", None)
+    backend = getattr(storage, "_backend", storage)
+    cached = getattr(trial, "_cached_frozen_trial", None)
+    try:
+        from optuna.storages import RDBStorage
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        if not isinstance(backend, RDBStorage) or cached is None:
+            raise TypeError
+        with _create_scoped_session(backend.scoped_session, True) as session:
+            for k, v in values.items():
+                backend._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial._trial_id, k, v)
+        cached.user_attrs.update(values)
+    except (TypeError, ImportError, AttributeError):
+        for k, v in values.items():
+            trial.set_user_attr(k, v)
+
+
+def _score_of(prior: Any, te: TrialEvaluator) -> float:
+    """The accuracy objective of a finished trial: its accuracy, or its zero-cost score."""
+    ua = prior.user_attrs
+    if attrs.ACCURACY in ua:
+        return float(ua[attrs.ACCURACY])
+    return float(ua[attrs.ZERO_COST][te.study.evaluator.zero_cost])
 
 
 def _ret(values: list[float]) -> Any:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 
 from nas import attrs
 from nas.cli import main
@@ -204,3 +205,22 @@ def test_ctrl_c_stops_cleanly_nothing_left_running(tmp_path):
     interrupted = [r for r in recs if r.state == "FAIL"]
     assert interrupted and all(r.failure == "interrupted" for r in interrupted)
     assert not [r for r in recs if r.state == "RUNNING"]
+
+
+def test_zero_cost_evaluator_and_latency_objective(tmp_path):
+    url = _url(tmp_path)
+    text = tiny_study_text("zc", url, trials=3, kind="zero_cost", objectives=("accuracy", "latency_ms"), max_flops="50M")
+    text = text.replace("batch_size = 32", 'batch_size = 32\nzero_cost = "naswot"')
+    text = text.replace('max_flops = "50M"', 'max_flops = "50M"\nmax_latency_ms = 1000.0')
+    assert main(["search", str(_write(tmp_path, text)), "--no-progress"]) == 0
+    recs = load_trials(url, "zc")
+    assert len(recs) == 3
+    for r in recs:
+        assert r.state == "COMPLETE", r.failure
+        ua = r.user_attrs
+        if r.reused_from is None:
+            assert r.values["accuracy"] == ua[attrs.ZERO_COST]["naswot"]
+        assert r.accuracy is None  # a zero-cost score is stored as such, not as an accuracy
+        assert r.latency_ms and r.latency_ms > 0 and r.values["latency_ms"] == r.latency_ms
+        assert ua[attrs.LATENCY_DEVICE].startswith("cpu") and ua[attrs.LATENCY_SETTING]["batch"] == 1
+        assert r.constraints["max_latency_ms"] == pytest.approx(r.latency_ms - 1000.0)
