@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         flops = count_flops(model, (tgt.in_chans, tgt.img_size, tgt.img_size))
     params = params_by_part(model)
-    parts = [p for p in params.by_part if p != "<root>"]
+    parts = list(params.by_part)  # "<root>": parameters held by the model itself (cls token, ...)
     rows = []
     for part in parts:
         f = flops.module(part)
