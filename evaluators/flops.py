@@ -12,6 +12,7 @@ of the model) with handles added for the operators it misses or gets wrong:
   ``aten::dot``, two-operand ``aten::einsum`` with any letters or ``...`` (product of the index
   sizes), ``aten::rms_norm``, ``aten::conv_transpose*`` through ``aten::_convolution`` (fvcore).
 * FFTs (``aten::fft_*``): ``N log2 N`` per transformed signal, the usual estimate.
+* Recurrent layers (``aten::lstm``/``gru``/``rnn_*``, e.g. Sequencer): each weight matrix once per step.
 
 Operators that do no multiply-accumulate work worth counting (element-wise arithmetic,
 activations, softmax, pooling, reductions, data movement) are deliberately ignored, exactly as
@@ -184,6 +185,15 @@ def _fft_handle(inputs: list[Any], outputs: list[Any]) -> int:
     return int(numel * math.log2(max(n, 2)))
 
 
+def _rnn_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    """``aten::lstm``/``gru``/``rnn_*``: every 2-D weight matrix (input-hidden and hidden-hidden, each
+    layer and direction) is applied once per time step and sequence: ``steps x sum(|W|)``."""
+    x = _shape(inputs[0]) or []
+    steps = math.prod(x[:-1]) if x else 0  # (T, B, in) / (B, T, in) / unbatched (T, in)
+    weights = [_shape(v) for v in inputs[2].node().inputs()] if inputs[2].node().kind() == "prim::ListConstruct" else []
+    return steps * sum(math.prod(w) for w in weights if w is not None and len(w) == 2)
+
+
 def extra_handles() -> dict[str, Any]:
     """op name -> fvcore handle for everything added to fvcore's defaults."""
     handles: dict[str, Any] = {op: _sdpa_handle("bhle") for op in _SDPA_BHLE}
@@ -200,6 +210,10 @@ def extra_handles() -> dict[str, Any]:
         "aten::einsum": _einsum_handle,
         "aten::rms_norm": _rms_norm_handle,
         "aten::linalg_matmul": _matmul_handle,
+        "aten::lstm": _rnn_handle,
+        "aten::gru": _rnn_handle,
+        "aten::rnn_tanh": _rnn_handle,
+        "aten::rnn_relu": _rnn_handle,
     })
     return handles
 
@@ -286,15 +300,16 @@ def count_flops(
 
     Args:
         model: the network (put in eval mode for the trace and restored afterwards).
-        input_size: ``(C, H, W)``.
+        input_size: ``(C, H, W)`` for image models (any per-sample shape works: ``(H, W, C)`` for a
+            channels-last block, ``(T, C)`` for a sequence model).
         batch: batch size of the traced input (MACs scale linearly with it).
         device, dtype: of the traced input; default: those of the model's first parameter.
 
     Raises:
         NasError: the model fails at this input size (the message names the failing layer).
     """
-    if len(tuple(input_size)) != 3:
-        raise NasError(f"input_size must be (C, H, W), got {tuple(input_size)}")
+    if not tuple(input_size) or any(int(v) <= 0 for v in input_size):
+        raise NasError(f"input_size must be positive sizes, e.g. (C, H, W), got {tuple(input_size)}")
     p = next(iter(model.parameters()), None)
     device = torch.device(device) if device is not None else (p.device if p is not None else torch.device("cpu"))
     dtype = dtype or (p.dtype if p is not None and p.is_floating_point() else torch.float32)

@@ -179,3 +179,25 @@ def test_params_per_stage():
 def test_core_mixers_all_drawn():
     drawn = {s.mixer for seed in range(40) for s in random_genome(seed).stages}
     assert drawn <= set(CORE_MIXERS) and len(drawn) >= 4
+
+
+class _BiLSTM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(16, 32, num_layers=2, bidirectional=True, batch_first=True)
+
+    def forward(self, x):
+        return self.rnn(x)[0]
+
+
+def test_lstm_by_hand():
+    fc = count_flops(_BiLSTM(), (10, 16), batch=3)
+    per_step = 2 * (4 * 32 * 16 + 4 * 32 * 32) + 2 * (4 * 32 * 64 + 4 * 32 * 32)  # layer 1 + layer 2, both ways
+    assert fc.total == 3 * 10 * per_step and fc.uncounted == {}
+
+
+@pytest.mark.parametrize("name", ["eva02_tiny_patch14_224", "xcit_tiny_12_p16_224", "efficientvit_m0"])
+def test_other_timm_attention_models_fully_counted(name):
+    """RoPE (EVA-02), cross-covariance attention (XCiT), cascaded group attention (EfficientViT)."""
+    fc = count_flops(timm.create_model(name))
+    assert fc.uncounted == {} and fc.total > 0
