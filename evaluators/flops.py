@@ -295,8 +295,9 @@ def count_flops(
     """Count the multiply-accumulates of one forward pass of ``model``.
 
     Works on any ``nn.Module`` that takes one image tensor: ``NasNet`` and timm's models alike,
-    whatever timm's fused-attention setting. A model on the ``meta`` device is counted without
-    any real weights or activations.
+    whatever timm's fused-attention setting. A model on the ``meta`` device (no real weights)
+    cannot be JIT-traced; it is counted by ``count_flops_meta`` instead (same convention, no
+    ``by_module``).
 
     Args:
         model: the network (put in eval mode for the trace and restored afterwards).
@@ -313,8 +314,9 @@ def count_flops(
     p = next(iter(model.parameters()), None)
     device = torch.device(device) if device is not None else (p.device if p is not None else torch.device("cpu"))
     dtype = dtype or (p.dtype if p is not None and p.is_floating_point() else torch.float32)
-    x = torch.randn(batch, *input_size, device=device, dtype=dtype) if device.type != "meta" else \
-        torch.empty(batch, *input_size, device=device, dtype=dtype)
+    if device.type == "meta":
+        return count_flops_meta(model, tuple(input_size), batch=batch)
+    x = torch.randn(batch, *input_size, device=device, dtype=dtype)
     was_training = model.training
     model.eval()
     try:
