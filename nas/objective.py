@@ -249,16 +249,32 @@ class TrialEvaluator:
         return "over budget: " + ", ".join(parts)
 
 
+_CONV_LIKE = {"sepconv": 1.0, "pool": 0.6, "identity": 0.0}
+_ATTN_LIKE = {"attention": 1.0, "window": 0.9, "sra": 0.85, "sra_linear": 0.8}
+
+
 def synthetic_accuracy(spec: ArchSpec, flops: float) -> float:
-    """A deterministic stand-in for accuracy: saturating in FLOPs, with per-mixer, position and
-    shape effects and a small genome-hashed jitter. Used by tests and the sampler benchmark only."""
-    bonus = {"attention": 0.05, "window": 0.04, "sra": 0.035, "sepconv": 0.06, "pool": 0.01, "identity": -0.05}
-    depth = sum(s.depth for s in spec.stages)
-    mix = sum(bonus.get(s.mixer, 0.02) * s.depth for s in spec.stages) / max(1, depth)
-    pos = 0.02 if any(s.pos != "none" for s in spec.stages) else 0.0
-    shape = 0.03 if len(spec.stages) > 1 else 0.0
-    jitter = (int(spec.arch_id[:8], 16) / 0xFFFFFFFF - 0.5) * 0.03
-    acc = 0.35 + 0.45 * (1 - math.exp(-flops / 2e6)) + mix + pos + shape + jitter
+    """A deterministic stand-in for accuracy, for tests and the sampler benchmark only.
+
+    It has the structure NAS results report, so that a sampler that learns beats one that
+    does not: accuracy saturates in FLOPs; convolution-like mixers pay off in early
+    (high-resolution) stages and attention in late ones (CoAtNet, Dai et al. 2021); a conv stem
+    helps (Xiao et al. 2021); attention needs a position encoding; plus a genome-hashed jitter.
+    """
+    n = len(spec.stages)
+    fit = 0.0
+    for i, s in enumerate(spec.stages):
+        late = (i + 0.5) / n if n > 1 else 0.5  # 0: first (large grid) .. 1: last stage
+        conv, attn = _CONV_LIKE.get(s.mixer, 0.5), _ATTN_LIKE.get(s.mixer, 0.0)
+        stage = conv * (1 - late) + attn * late if (conv or attn) else 0.3
+        if attn and s.pos == "none":
+            stage -= 0.35
+        fit += stage * s.depth
+    fit /= max(1, sum(s.depth for s in spec.stages))
+    stem = 0.04 if spec.stem.kind == "conv" else 0.0
+    shape = 0.03 if n > 1 else 0.0
+    jitter = (int(spec.arch_id[:8], 16) / 0xFFFFFFFF - 0.5) * 0.02
+    acc = 0.30 + 0.30 * (1 - math.exp(-flops / 1.5e6)) + 0.28 * fit + stem + shape + jitter
     return float(min(1.0, max(0.0, acc)))
 
 
