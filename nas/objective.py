@@ -148,10 +148,12 @@ class TrialEvaluator:
         spec = self.space.suggest(trial)
         cand = self.candidate_for(spec)
         set_user_attrs(trial, {**cand.attrs(), attrs.CODE_VERSION: _code_version(), attrs.WORKER: _worker_id()})
+        already = dict(getattr(trial, "constraints", None) or {})  # a heartbeat retry copies them
         for name, v in cand.constraints.items():
             # relative violation, so FLOPs and params weigh alike in the samplers' penalty
             limit = self.limits[name]
-            trial.set_constraint(name, float(v / limit) if math.isfinite(v) else 1e6)
+            if name not in already:
+                trial.set_constraint(name, float(v / limit) if math.isfinite(v) else 1e6)
         return cand
 
     # --- evaluation ------------------------------------------------------------------------
