@@ -66,13 +66,14 @@ def build_figure(rep: dict[str, Any], name: str) -> Any:
                                      marker=dict(size=15, symbol="star", color="#d62728"),
                                      hovertext=[text + f"<br>accuracy {p['accuracy']:.4f}"], hoverinfo="text"))
         else:
-            fig.add_vline(x=p["flops"], line=dict(dash="dash", color="#d62728", width=1),
-                          annotation_text=pname, annotation_position="top")
-            fig.add_trace(go.Scatter(x=[p["flops"]], y=[0.0], mode="markers", name=f"{pname} (FLOPs only)",
+            fig.add_vline(x=p["flops"], line=dict(dash="dash", color="#d62728", width=1))
+            fig.add_trace(go.Scatter(x=[p["flops"]], y=[0.0], mode="markers+text", name=pname,
+                                     text=[pname], textposition="top center", textfont=dict(color="#d62728"),
                                      marker=dict(size=12, symbol="star-open", color="#d62728"),
-                                     hovertext=[text + "<br>accuracy not evaluated"], hoverinfo="text",
-                                     showlegend=False))
-    ref = ", ".join(f"{n}={v:g}" for (n, _), v in zip(objs, rep["reference_point"], strict=False))
+                                     hovertext=[text + "<br>accuracy not evaluated (FLOPs only)"], hoverinfo="text",
+                                     legendgroup="presets", legendgrouptitle_text="presets (FLOPs at this resolution)"))
+    ref = ", ".join(f"{n}={format_count(v) if n in ('flops', 'params') else f'{v:g}'}"
+                    for (n, _), v in zip(objs, rep["reference_point"], strict=False))
     fig.update_layout(
         title=f"{name}: {y_name} vs FLOPs — front of {len(front)}, hypervolume "
               f"{rep['hypervolume_normalized']:.4f} (normalized; reference {ref})",
