@@ -58,6 +58,8 @@ class Progress:
         c = study_counts(study)
         if self.bar is not None:
             self.bar.set_postfix(feasible=c["feasible"], front=c["front"], failed=c["failed"], refresh=False)
+            if self.bar.total is not None and c["done"] > self.bar.total:  # workers finishing in-flight trials
+                self.bar.total = c["done"]
             if c["done"] > self.last:
                 self.bar.update(c["done"] - self.last)
             else:
