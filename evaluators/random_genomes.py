@@ -15,6 +15,8 @@ from search_space.genome import ArchSpec, HeadSpec, StageSpec, StemSpec
 # The core mixers of the foundation; benchmarks default to these so figures stay comparable
 # while the zoo grows. ``mixers=None`` in ``random_genome`` draws from the whole registry.
 CORE_MIXERS = ("attention", "window", "sra", "sra_linear", "sepconv", "pool")
+# Likewise the foundation's position encodings (grid ones and relative bias); None: the registry.
+CORE_POS = ("none", "abs", "sincos", "cpe", "rel_bias")
 
 
 def _knobs_for(cls: Any, dim: int, grid: tuple[int, int], rng: random.Random) -> dict[str, Any]:
@@ -40,7 +42,8 @@ def _knobs_for(cls: Any, dim: int, grid: tuple[int, int], rng: random.Random) ->
 
 
 def random_genome(rng: random.Random | int, *, img_size: int = 224, num_classes: int = 1000,
-                  mixers: tuple[str, ...] | None = CORE_MIXERS, max_tries: int = 50) -> ArchSpec:
+                  mixers: tuple[str, ...] | None = CORE_MIXERS, pos: tuple[str, ...] | None = CORE_POS,
+                  max_tries: int = 50) -> ArchSpec:
     """Draw one random valid genome.
 
     Args:
@@ -48,12 +51,14 @@ def random_genome(rng: random.Random | int, *, img_size: int = 224, num_classes:
         img_size: input side; must be divisible by 32.
         num_classes: classifier width.
         mixers: mixer names to draw from (None: every registered mixer).
+        pos: position encodings to draw from (None: every registered one).
     """
     from operators import DOWNSAMPLERS, MIXERS, POS_ENCODINGS
 
     rng = rng if isinstance(rng, random.Random) else random.Random(rng)
     names = list(mixers) if mixers is not None else MIXERS.names()
-    grid_pos = sorted(n for n, c in POS_ENCODINGS.items() if c.placement == "grid")
+    allowed_pos = set(pos) if pos is not None else set(POS_ENCODINGS.names())
+    grid_pos = sorted(n for n, c in POS_ENCODINGS.items() if c.placement == "grid" and n in allowed_pos)
     downsamplers = [n for n in ("conv", "patch_merging", "pool") if n in DOWNSAMPLERS]
     last_error: Exception | None = None
     for _ in range(max_tries):
@@ -79,11 +84,11 @@ def random_genome(rng: random.Random | int, *, img_size: int = 224, num_classes:
                 mixer = rng.choice(names)
                 cls = MIXERS.get(mixer)
                 attn_pos = sorted(cls.supported_pos & {n for n, c in POS_ENCODINGS.items()
-                                                       if c.placement == "attention"})
-                pos = rng.choice(grid_pos + attn_pos) if n_stages == 1 or rng.random() < 0.5 else "none"
+                                                       if c.placement == "attention" and n in allowed_pos})
+                stage_pos = rng.choice(grid_pos + attn_pos) if n_stages == 1 or rng.random() < 0.5 else "none"
                 stages.append(StageSpec(
                     depth=depths[i], dim=dims[i], mixer=mixer, mixer_knobs=_knobs_for(cls, dims[i], grid, rng),
-                    pos=pos, mlp=rng.choice(("mlp", "mlp", "glu", "convffn")), mlp_ratio=rng.choice((2.0, 3.0, 4.0)),
+                    pos=stage_pos, mlp=rng.choice(("mlp", "mlp", "glu", "convffn")), mlp_ratio=rng.choice((2.0, 3.0, 4.0)),
                     downsample="none" if i == 0 else downsample, layer_scale=rng.choice((None, 1e-5)),
                 ))
             spec = ArchSpec(stem=stem, stages=tuple(stages), head=HeadSpec(rng.choice(("avg", "avg", "cls"))),

@@ -120,7 +120,7 @@ def test_every_mixer_is_counted(name):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_screening_equals_full_count_on_random_genomes(seed):
-    spec = random_genome(random.Random(seed), img_size=64, num_classes=10, mixers=None)
+    spec = random_genome(random.Random(seed), img_size=64, num_classes=10, mixers=None, pos=None)
     model = build_model(spec)
     full = count_flops(model, (3, 64, 64))
     costs = screen(spec)
