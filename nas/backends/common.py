@@ -40,6 +40,7 @@ def create_or_load(spec: StudySpec, storage: Any) -> Any:
         if stored != spec.directions or (names is not None and names != spec.objective_names):
             raise NasError(f"study {spec.name!r} in the store optimises {names or stored}, but the study file "
                            f"names {spec.objective_names}; use another study name to change objectives")
+        _check_same_space(study, spec)
     else:
         study.set_user_attr(attrs.STUDY_OBJECTIVES, [{"name": o.name, "direction": o.direction} for o in spec.objectives])
         ref = spec.default_reference_point()
@@ -47,6 +48,28 @@ def create_or_load(spec: StudySpec, storage: Any) -> Any:
             study.set_user_attr(attrs.STUDY_REFERENCE_POINT, ref)
     study.set_user_attr(attrs.STUDY_SPEC, spec.to_json())
     return study
+
+
+def _check_same_space(study: Any, spec: StudySpec) -> None:
+    """A resumed study must keep its space, data resolution and evaluator kind: Optuna cannot
+    mix distributions of one parameter name, and results at another resolution do not compare."""
+    import json
+
+    from nas.study import spec_from_dict
+
+    raw = study.user_attrs.get(attrs.STUDY_SPEC)
+    if not raw:
+        return
+    try:
+        old = spec_from_dict(json.loads(raw))
+    except Exception:  # a spec stored by another version: nothing to compare with
+        return
+    changed = [what for what, a, b in (("space", old.space, spec.space), ("data", old.data, spec.data),
+                                       ("evaluator kind", old.evaluator.kind, spec.evaluator.kind),
+                                       ("epochs", old.evaluator.epochs, spec.evaluator.epochs)) if a != b]
+    if changed:
+        raise NasError(f"study {spec.name!r} in the store was run with another {' and '.join(changed)}; "
+                       "resume it with the same study file, or give the changed study a new name")
 
 
 def preset_for_study(name: str, spec: StudySpec, num_classes: int, in_chans: int = 3) -> Any:

@@ -224,3 +224,14 @@ def test_zero_cost_evaluator_and_latency_objective(tmp_path):
         assert r.latency_ms and r.latency_ms > 0 and r.values["latency_ms"] == r.latency_ms
         assert ua[attrs.LATENCY_DEVICE].startswith("cpu") and ua[attrs.LATENCY_SETTING]["batch"] == 1
         assert r.constraints["max_latency_ms"] == pytest.approx(r.latency_ms - 1000.0)
+
+
+def test_resume_with_a_changed_space_is_refused(tmp_path, capsys):
+    url = _url(tmp_path)
+    p = _write(tmp_path, tiny_study_text("chg", url, trials=2))
+    assert main(["search", str(p), "--no-progress"]) == 0
+    p.write_text(tiny_study_text("chg", url, trials=4).replace("num_heads = [1, 2]", "num_heads = [1, 2, 4]"))
+    assert main(["search", str(p), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "was run with another space" in err and "new name" in err
+    assert len(load_trials(url, "chg")) == 2

@@ -106,9 +106,12 @@ def test_relative_sqlite_resolves_against_base_dir(tmp_path):
 
 
 def test_spec_json_round_trip():
-    spec = load_study(ROOT / "studies" / "quickstart.toml")
     import json
 
+    for f in sorted((ROOT / "studies").glob("*.toml")):
+        spec = load_study(f)
+        assert spec_from_dict(json.loads(spec.to_json())) == spec, f
+    spec = parse_study(tiny_study_text())
     assert spec_from_dict(json.loads(spec.to_json())) == spec
 
 
