@@ -80,9 +80,9 @@ class _StopAt:
         self.target = target
 
     def __call__(self, study: Any, trial: Any) -> None:
-        # trial numbers count every trial of the study, so the target cannot have been reached
-        # before trial number target - 1: only then pay for counting
-        if self.target is not None and trial.number + 1 >= self.target and counted_trials(study) >= self.target:
+        # counted on every trial: with several workers, the trial that completes the budget
+        # may be any (an early-numbered one finishing late), and then all must stop
+        if self.target is not None and counted_trials(study) >= self.target:
             study.stop()
 
 

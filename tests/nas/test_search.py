@@ -235,3 +235,15 @@ def test_resume_with_a_changed_space_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "was run with another space" in err and "new name" in err
     assert len(load_trials(url, "chg")) == 2
+
+
+def test_workers_share_one_sqlite_store(tmp_path):
+    url = _url(tmp_path)
+    # real (short) training, so the first worker cannot finish everything before the second starts
+    p = _write(tmp_path, tiny_study_text("wk", url, trials=10, max_flops="50M", kind="proxy", epochs=2))
+    assert main(["search", str(p), "--no-progress", "--workers", "2"]) == 0
+    st = optuna.load_study(study_name="wk", storage=url)
+    trials = st.get_trials()
+    assert sorted(t.number for t in trials) == list(range(len(trials))) and 10 <= len(trials) <= 11
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    assert len({t.user_attrs[attrs.WORKER] for t in trials}) == 2

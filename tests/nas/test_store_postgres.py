@@ -63,9 +63,11 @@ def _cli(study_file: Path, *extra: str) -> subprocess.Popen:
 
 
 def test_three_concurrent_workers_lose_and_duplicate_nothing(tmp_path, study_name):
-    target = 18
+    target = 15
     p = tmp_path / "pg.toml"
-    p.write_text(tiny_study_text(study_name, PG, trials=target, sampler="tpe", max_flops="50M"))
+    # real (short) training, so no process can finish the study before the others have started
+    p.write_text(tiny_study_text(study_name, PG, trials=target, sampler="tpe", max_flops="50M", kind="proxy",
+                                 epochs=1))
     procs = [_cli(p) for _ in range(3)]
     outs = [proc.communicate(timeout=240) for proc in procs]
     for proc, (_out, err) in zip(procs, outs, strict=True):
