@@ -43,6 +43,7 @@ def create_or_load(spec: StudySpec, storage: Any) -> Any:
         _check_same_space(study, spec)
     else:
         study.set_user_attr(attrs.STUDY_OBJECTIVES, [{"name": o.name, "direction": o.direction} for o in spec.objectives])
+        study.set_metric_names(spec.objective_names)  # optuna-dashboard and study.trials_dataframe() show them
         ref = spec.default_reference_point()
         if all(v != float("inf") for v in ref):
             study.set_user_attr(attrs.STUDY_REFERENCE_POINT, ref)

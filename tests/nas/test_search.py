@@ -247,3 +247,15 @@ def test_workers_share_one_sqlite_store(tmp_path):
     assert sorted(t.number for t in trials) == list(range(len(trials))) and 10 <= len(trials) <= 11
     assert all(t.state.name == "COMPLETE" for t in trials)
     assert len({t.user_attrs[attrs.WORKER] for t in trials}) == 2
+
+
+def test_objective_names_are_recorded_for_optuna_tools(tmp_path):
+    """optuna-dashboard and trials_dataframe() read the names set by ``set_metric_names``."""
+    import optuna
+
+    from nas.testing import make_tiny_study
+
+    url = f"sqlite:///{tmp_path / 'names.db'}"
+    make_tiny_study(url, "names", trials=2)
+    study = optuna.load_study(study_name="names", storage=url)
+    assert study.metric_names == ["accuracy", "flops"]
