@@ -234,12 +234,9 @@ def measure_latency(
     dtype_name, _ = resolve_dtype(dtype)
     spec = None
     if isinstance(model_or_spec, (ArchSpec, dict, str)):
-        from search_space.builder import _as_spec
+        from search_space.builder import spec_at
 
-        spec = _as_spec(model_or_spec)
-        if img_size is not None and img_size != spec.img_size:
-            spec = spec.replace(img_size=int(img_size))
-        spec.validate()
+        spec = spec_at(model_or_spec, img_size)
     elif not isinstance(model_or_spec, nn.Module):
         raise NasError(f"measure_latency needs a model or a genome, got {type(model_or_spec).__name__}")
     elif isinstance(getattr(model_or_spec, "spec", None), ArchSpec):

@@ -103,12 +103,9 @@ def training_memory(
     dev = resolve_device(device)
     spec = None
     if isinstance(model_or_spec, (ArchSpec, dict, str)):
-        from search_space.builder import _as_spec
+        from search_space.builder import spec_at
 
-        spec = _as_spec(model_or_spec)
-        if img_size is not None and img_size != spec.img_size:
-            spec = spec.replace(img_size=int(img_size))
-        spec.validate()
+        spec = spec_at(model_or_spec, img_size)
     size = int(img_size or (spec.img_size if spec is not None else 224))
     if dev.type == "cuda":
         return _cuda_peak(model_or_spec if spec is None else spec, batch, size, dev, optimizer, dtype)

@@ -42,17 +42,3 @@ class LocallyGroupedAttention(WindowAttention):
 @MIXERS.register("twins_gsa")
 class GlobalSubsampledAttention(SpatialReductionAttention):
     """Twins' GSA: keys/values from the grid sub-sampled by a strided ``sr_ratio`` conv."""
-
-    def __init__(
-        self,
-        dim: int,
-        *,
-        grid_size: tuple[int, int] = (14, 14),
-        pos_encoding: str = "none",
-        block_index: int = 0,
-        num_heads: int = 4,
-        sr_ratio: int = 2,
-        qkv_bias: bool = True,
-    ) -> None:
-        super().__init__(dim, grid_size=grid_size, pos_encoding=pos_encoding, block_index=block_index,
-                         num_heads=num_heads, sr_ratio=sr_ratio, qkv_bias=qkv_bias)

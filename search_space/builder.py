@@ -204,6 +204,14 @@ def _as_spec(spec: ArchSpec | dict[str, Any] | str) -> ArchSpec:
     raise ValueError(f"a genome must be an ArchSpec, a dict or a JSON string, got {type(spec).__name__}")
 
 
+def spec_at(spec: ArchSpec | dict[str, Any] | str, img_size: int | None = None) -> ArchSpec:
+    """A genome (ArchSpec, its dict or JSON) at ``img_size`` (default: its own), validated."""
+    spec = _as_spec(spec)
+    if img_size is not None and img_size != spec.img_size:
+        spec = spec.replace(img_size=int(img_size))
+    return spec.validate()
+
+
 def pretrained_cfg_for(spec: ArchSpec) -> dict[str, Any]:
     """timm pretrained_cfg entries that follow from a genome."""
     return dict(

@@ -14,15 +14,6 @@ from search_space import build_model
 from search_space.genome import ArchSpec, StageSpec, StemSpec
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny models on a shared 2-core machine run several times faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data():
     return load_dataset(DataSpec(img_size=16, subset=256, val_size=128))

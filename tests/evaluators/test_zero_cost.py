@@ -14,14 +14,6 @@ from search_space import build_model
 from search_space.genome import ArchSpec, StageSpec, StemSpec
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def batch():
     return load_dataset(DataSpec(img_size=32, subset=64)).batch(32)
