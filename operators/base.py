@@ -12,6 +12,7 @@ defaulted, and recorded in the genome.
 from __future__ import annotations
 
 import inspect
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -47,7 +48,7 @@ def _plain_type(hint: Any) -> type:
     origin = typing.get_origin(hint)
     if origin is not None:  # Optional[int] / int | None -> int; tuple[int, int] -> tuple
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _plain_type(args[0]) if origin in (typing.Union, getattr(__import__("types"), "UnionType")) else origin
+        return _plain_type(args[0]) if origin in (typing.Union, types.UnionType) else origin
     return hint
 
 

@@ -11,13 +11,13 @@ from search_space.genome import ArchSpec, HeadSpec, StageSpec, StemSpec
 
 
 def _pyramid(stem: StemSpec, depths, dims, mixers, knobs, pos="none", mlp="mlp", ratios=(4, 4, 4, 4),
-             downsample="conv", layer_scale=None, head=HeadSpec()) -> ArchSpec:
+             downsample="conv", layer_scale=None, head: HeadSpec | None = None) -> ArchSpec:
     stages = tuple(
         StageSpec(depth=d, dim=c, mixer=m, mixer_knobs=k, pos=pos, mlp=mlp, mlp_ratio=float(r),
                   downsample="none" if i == 0 else downsample, layer_scale=layer_scale)
         for i, (d, c, m, k, r) in enumerate(zip(depths, dims, mixers, knobs, ratios))
     )
-    return ArchSpec(stem=stem, stages=stages, head=head)
+    return ArchSpec(stem=stem, stages=stages, head=head or HeadSpec())
 
 
 def _vit(dim: int, depth: int, heads: int) -> ArchSpec:
