@@ -116,6 +116,11 @@ class AttnPosEncoding(nn.Module):
         super().__init__()
         self.dim, self.num_heads, self.grid_size = dim, num_heads, tuple(grid_size)
 
+    @classmethod
+    def check(cls, dim: int, num_heads: int) -> str | None:
+        """Return why this encoding cannot work with ``num_heads`` heads over ``dim``, or None."""
+        return None
+
     def rotate(self, q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         return q, k
 

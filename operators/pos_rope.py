@@ -51,9 +51,16 @@ class _Rope2d(AttnPosEncoding):
     def __init__(self, *, dim: int, num_heads: int, grid_size: tuple[int, int]) -> None:
         super().__init__(dim=dim, num_heads=num_heads, grid_size=grid_size)
         self.head_dim = dim // num_heads
-        if self.head_dim % 4:
-            raise ValueError(f"2D RoPE needs a head width (dim / num_heads) divisible by 4, got "
-                             f"{dim} / {num_heads} = {self.head_dim}; change num_heads or the stage width")
+        if (why := self.check(dim, num_heads)) is not None:
+            raise ValueError(why)
+
+    @classmethod
+    def check(cls, dim: int, num_heads: int) -> str | None:
+        head_dim = dim // max(num_heads, 1)
+        if head_dim % 4:
+            return (f"2D RoPE needs a head width (dim / num_heads) divisible by 4, got {dim} / {num_heads} = "
+                    f"{head_dim}; change num_heads or the stage width")
+        return None
 
     def angles(self, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
         raise NotImplementedError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from operators.base import Knob
 from search_space.genome import HEAD_POOLS, ArchSpec
 
 MAX_STAGES = 4
@@ -48,6 +49,10 @@ def validate(spec: ArchSpec) -> None:
             allowed = ", ".join(grid_pos + sorted(mixer.supported_pos))
             raise ValueError(f"{where}.pos: mixer {s.mixer!r} does not support position encoding {s.pos!r}; "
                              f"allowed with it: {allowed}")
+        if pos_cls.placement == "attention":
+            heads = s.knob_dict.get("num_heads", mixer.knobs().get("num_heads", Knob("", int, 1)).default)
+            if heads and (why := pos_cls.check(s.dim, heads)) is not None:
+                raise ValueError(f"{where}.pos: {why}")
     if spec.img_size % spec.total_stride:
         raise ValueError(f"img_size={spec.img_size} is not divisible by the total stride {spec.total_stride} "
                          f"(stem patch {spec.stem.patch_size} x downsamplers); use a multiple of {spec.total_stride}")

@@ -166,3 +166,10 @@ def test_json_is_plain_and_sorted():
     d = json.loads(PRESETS["swin_tiny"].to_json())
     assert d["stages"][0]["mixer_knobs"] == {"num_heads": 3, "window_size": 7}
     assert d["version"] == 1
+
+
+def test_position_encoding_rule_on_head_width():
+    # 2D RoPE rotates pairs along x and y: the head width must be divisible by 4
+    with pytest.raises(ValueError, match=r"stages\[0\]\.pos: 2D RoPE needs a head width .* divisible by 4, got 24 / 4 = 6"):
+        tiny(dim=24, mixer_knobs={"num_heads": 4}, pos="rope_axial").validate()
+    tiny(dim=32, mixer_knobs={"num_heads": 4}, pos="rope_axial").validate()
