@@ -137,8 +137,11 @@ class SearchSpace:
 
         cls = MIXERS.get(mixer)
         knobs = clamp_knobs(cls, dim, grid, knobs)
-        if POS_ENCODINGS.get(pos).placement == "attention" and pos not in cls.supported_pos:
-            pos = "none"
+        pos_cls = POS_ENCODINGS.get(pos)
+        if pos_cls.placement == "attention":
+            heads = knobs.get("num_heads", 1)
+            if pos not in cls.supported_pos or pos_cls.check(dim, heads) is not None:
+                pos = "none"  # this stage cannot carry it (e.g. RoPE on a head width not divisible by 4)
         return StageSpec(depth=depth, dim=dim, mixer=mixer, mixer_knobs=knobs, pos=pos, mlp=mlp,
                          mlp_ratio=float(mlp_ratio), downsample=downsample, layer_scale=layer_scale)
 

@@ -80,3 +80,20 @@ def test_new_registered_mixers_are_accepted_by_name():
         f"[space.mixers.{n}]" for n in names if n not in ("attention", "pool", "sepconv")))
     spec = parse_study(text)
     assert {m.name for m in spec.space.mixers} == set(names)
+
+
+def test_rope_falls_back_where_the_head_width_does_not_fit():
+    text = tiny_study_text().replace('pos = ["none", "sincos"]', 'pos = ["rope_axial"]')
+    space = SearchSpace(parse_study(text))
+    rng = random.Random(0)
+    used = 0
+    for _ in range(60):
+        g = space.sample(rng)  # validates: never a genome RoPE cannot build
+        for s in g.stages:
+            if s.pos == "rope_axial":
+                used += 1
+                assert (s.dim // dict(s.mixer_knobs).get("num_heads", 1)) % 4 == 0
+    assert used > 0
+    # the rule itself: a stage whose head width is 6 gets no RoPE rather than an invalid genome
+    stage = space._stage(1, 24, "attention", {"num_heads": 4}, "rope_axial", "mlp", 2.0, "none", None, (4, 4))
+    assert stage.pos == "none"
