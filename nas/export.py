@@ -624,7 +624,8 @@ def stored_weights(trial: Any, storage: str) -> Path:
     value = trial.user_attrs.get(key)
     if not value:
         raise NasError(f"trial {trial.number} has no stored weights (no {key!r} attribute: the search saves "
-                       "proxy-trained weights only when asked); export without --weights, or pass --weights FILE")
+                       "proxy-trained weights only with `save_weights = true` in the study's [evaluator]); "
+                       "export without --weights, or pass --weights FILE")
     path = Path(value).expanduser()
     if not path.is_absolute() and storage.startswith("sqlite:///"):
         beside_store = Path(storage[len("sqlite:///"):]).parent / path

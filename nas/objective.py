@@ -21,6 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from nas import attrs
@@ -194,6 +195,8 @@ class TrialEvaluator:
             acc = res.accuracy
             if acc is None or not math.isfinite(acc):
                 return Outcome("failed", None, out, "no validation accuracy")
+            if ev.save_weights:
+                out[attrs.WEIGHTS] = str(save_trained_weights(self.study, cand.spec, model))
             return Outcome("ok", float(acc), out)
         if res.status == "stopped":
             return Outcome("stopped", res.accuracy, out, res.reason)
@@ -281,6 +284,27 @@ def synthetic_accuracy(spec: ArchSpec, flops: float) -> float:
 
 
 _LATENCY_CACHES: dict[str, Any] = {}
+
+
+def weights_dir(study: StudySpec) -> Path:
+    """Where a study keeps proxy-trained weights: ``<store dir>/<name>_weights`` for SQLite,
+    ``./studies/<name>_weights`` otherwise (put it on a shared disk for many machines)."""
+    url = study.storage
+    base = Path(url[len("sqlite:///"):]).resolve().parent if url.startswith("sqlite:///") else Path.cwd() / "studies"
+    return base / f"{study.name}_weights"
+
+
+def save_trained_weights(study: StudySpec, spec: ArchSpec, model: Any) -> Path:
+    """Write a trained model's state dict as ``<arch_id>.safetensors`` (one genome, one training)."""
+    from safetensors.torch import save_file
+
+    folder = weights_dir(study)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{spec.arch_id}.safetensors"
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(path)  # atomic: a killed worker never leaves half a file under the real name
+    return path
 
 
 def measure_latency(spec: ArchSpec, setting: Any, storage_url: str | None = None) -> dict[str, Any]:

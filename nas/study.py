@@ -171,6 +171,7 @@ class EvaluatorSpec:
     zero_cost: str = "naswot"
     recipe: tuple[tuple[str, Any], ...] = ()  # extra ProxyTrainer settings, passed through
     fidelity: FidelitySpec = FidelitySpec()
+    save_weights: bool = False          # keep each trained genome's weights (for `nas export --weights`)
 
     @property
     def recipe_dict(self) -> dict[str, Any]:
@@ -716,7 +717,7 @@ def parse_study(text: str, path: str = "<study>", base_dir: str | Path | None = 
 
     e = _table(ctx, raw, "evaluator", "")
     ekeys = ["kind", "epochs", "batch_size", "lr", "weight_decay", "device", "threads", "time_limit_s", "zero_cost",
-             "recipe", "fidelity"]
+             "recipe", "fidelity", "save_weights"]
     _check_keys(ctx, "evaluator", e, ekeys)
     ekw: dict[str, Any] = {}
     if "kind" in e:
@@ -737,6 +738,8 @@ def parse_study(text: str, path: str = "<study>", base_dir: str | Path | None = 
         ekw["time_limit_s"] = _num(ctx, "evaluator", "time_limit_s", e["time_limit_s"], positive=True)
     if "zero_cost" in e:
         ekw["zero_cost"] = _typed(ctx, "evaluator", "zero_cost", e["zero_cost"], str, "a zero-cost proxy name")
+    if "save_weights" in e:
+        ekw["save_weights"] = _typed(ctx, "evaluator", "save_weights", e["save_weights"], bool, "true or false")
     if "recipe" in e:
         r = _table(ctx, e, "recipe", "evaluator")
         ekw["recipe"] = tuple(sorted(r.items()))

@@ -300,3 +300,36 @@ def test_every_registered_operator_bundles_and_self_checks():
             failures.append(f"{label}: {type(e).__name__}: {str(e)[:200]}")
     torch.set_num_threads(threads)
     assert not failures, "\n".join(failures)
+
+
+def test_search_saves_proxy_trained_weights_and_export_uses_them(tmp_path):
+    """End to end: ``save_weights = true`` in the study -> weights beside the store -> ``--weights``."""
+    import optuna
+
+    from nas.backends.optuna_backend import run_worker
+    from nas.commands.search import prepare
+    from nas.study import parse_study
+    from nas.testing import tiny_study_text
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    text = tiny_study_text("wsave", url, trials=3, kind="proxy", epochs=1)
+    spec = parse_study(text.replace("batch_size = 32", "batch_size = 32\nsave_weights = true"), "<wsave>")
+    assert spec.evaluator.save_weights
+    prepare(spec, heartbeat_s=None)
+    run_worker(spec, 3)
+    trained = [t for t in optuna.load_study(study_name="wsave", storage=url).trials
+               if t.state.name == "COMPLETE" and t.user_attrs.get(attrs.WEIGHTS)]
+    assert trained, "no trial recorded its weights"
+    t = trained[0]
+    path = t.user_attrs[attrs.WEIGHTS]
+    assert path.startswith(str(tmp_path / "wsave_weights")) and path.endswith(f"{t.user_attrs[attrs.ARCH_ID]}.safetensors")
+    out = tmp_path / "exp"
+    assert nas("wsave", "--storage", url, "--trial", str(t.number), "--weights", "--out", out, "--name", "wsave_net") == 0
+    stored, exported = load_file(path), load_file(str(out / "model.safetensors"))
+    assert stored.keys() == exported.keys() and all(torch.equal(stored[k], exported[k]) for k in stored)
+    model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    ref = build_model(ArchSpec.from_json(t.user_attrs[attrs.GENOME])).eval()
+    ref.load_state_dict(stored)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert (model(x) - ref(x)).abs().max() <= 1e-6
