@@ -270,19 +270,6 @@ def measure_latency(
     return result
 
 
-def sql_url(url: str) -> str:
-    """``postgresql://`` with whichever PostgreSQL driver is installed (SQLAlchemy 2.1 defaults
-    to psycopg 3; psycopg2 is common)."""
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        import importlib.util
-
-        rest = url.split("://", 1)[1]
-        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
-            return "postgresql+psycopg2://" + rest
-        return "postgresql://" + rest
-    return url
-
-
 class LatencyCache:
     """Latency results in an SQL table (SQLAlchemy), keyed by the measurement configuration.
 
@@ -299,7 +286,9 @@ class LatencyCache:
         if self.url.startswith("sqlite:///") and not self.url.startswith("sqlite:///:memory:"):
             Path(self.url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.engine = sa.create_engine(sql_url(self.url))
+            from nas.store import normalize_url
+
+            self.engine = sa.create_engine(normalize_url(self.url))
         except Exception as e:  # noqa: BLE001 - bad URL / missing driver
             raise NasError(f"cannot open latency cache {self.url!r}: {e}") from None
         meta = sa.MetaData()
