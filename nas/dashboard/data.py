@@ -105,23 +105,22 @@ class StudyInfo:
                 return {}
         return raw if isinstance(raw, dict) else {}
 
-    @property
-    def img_size(self) -> int | None:
+    def _spec_int(self, key: str) -> int | None:
+        """An integer setting of the stored study spec: its ``[data]`` table first, then the top."""
         spec = self.spec
         for holder in (spec.get("data") or {}, spec):
-            v = holder.get("img_size") if isinstance(holder, dict) else None
+            v = holder.get(key) if isinstance(holder, dict) else None
             if isinstance(v, int):
                 return v
         return None
 
     @property
+    def img_size(self) -> int | None:
+        return self._spec_int("img_size")
+
+    @property
     def num_classes(self) -> int | None:
-        spec = self.spec
-        for holder in (spec.get("data") or {}, spec):
-            v = holder.get("num_classes") if isinstance(holder, dict) else None
-            if isinstance(v, int):
-                return v
-        return None
+        return self._spec_int("num_classes")
 
 
 class Store:
