@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+import search_space  # noqa: F401 - makes the project's timm names (attnnas, ...) available
+
 # name -> module. Add a line per public name; one module per concern.
 _EXPORTS: dict[str, str] = {
     # cost model

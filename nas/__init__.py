@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import search_space  # noqa: F401 - makes the project's timm names (attnnas, ...) available
 from nas.errors import NasError
 from nas.study import StudySpec, load_study
 

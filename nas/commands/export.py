@@ -36,7 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--name", default=None, help="the timm model name (default attnnas_<study>_t<trial>)")
     p.add_argument("--force", action="store_true", help="replace an existing --out folder / take over --name")
     p.add_argument("--no-register", action="store_true",
-                   help="do not record the name for `import nas.export` (the folder still loads via local-dir:)")
+                   help="do not record the name for `nas.export.register_exports()` (the folder still loads via "
+                        "local-dir:)")
     return p
 
 
@@ -127,4 +128,4 @@ def _report(path: Path, trial: int | None, rule) -> None:
     print(f"  {meta['summary']}")
     print(f"  files: {', '.join(sorted(p.name for p in path.iterdir()))}")
     print(f"  load:  timm.create_model('local-dir:{path}'{', pretrained=True' if meta['weights'] else ''})"
-          f"  |  import nas.export; timm.create_model('{meta['name']}')")
+          f"  |  import nas.export; nas.export.register_exports(); timm.create_model('{meta['name']}')")
