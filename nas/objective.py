@@ -296,15 +296,11 @@ def weights_dir(study: StudySpec) -> Path:
 
 def save_trained_weights(study: StudySpec, spec: ArchSpec, model: Any) -> Path:
     """Write a trained model's state dict as ``<arch_id>.safetensors`` (one genome, one training)."""
-    from safetensors.torch import save_file
+    from nas.export.weights import save_weights  # shared tensors once, atomic
 
     folder = weights_dir(study)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{spec.arch_id}.safetensors"
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    tmp.replace(path)  # atomic: a killed worker never leaves half a file under the real name
-    return path
+    return save_weights(model, folder / f"{spec.arch_id}.safetensors")
 
 
 def measure_latency(spec: ArchSpec, setting: Any, storage_url: str | None = None) -> dict[str, Any]:

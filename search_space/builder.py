@@ -24,6 +24,7 @@ from search_space.genome import ArchSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_WEIGHT_SOURCE_KEYS = ("file", "url", "state_dict", "hf_hub_id")  # where timm's pretrained_cfg finds weights
 _CHECKPOINT_EXTS = (".safetensors", ".pth", ".pth.tar", ".pt", ".bin", ".ckpt")  # what timm's local-dir loads
 
 
@@ -106,6 +107,7 @@ class NasNet(nn.Module):
         self.head = ClassifierHead(self.num_features, spec.num_classes, pool=spec.head.pool,
                                    mlp_ratio=spec.head.mlp_ratio, drop_rate=spec.head.drop_rate, num_heads=heads)
         self.apply(_init_weights)
+        self.register_load_state_dict_pre_hook(fill_tied_entries)  # de-duplicated checkpoints load strictly
 
     # --- timm interface ----------------------------------------------------------------
     @torch.jit.ignore
@@ -194,6 +196,29 @@ def _init_weights(m: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def tied_groups(module: nn.Module) -> list[list[str]]:
+    """State-dict names that reach one tensor, e.g. Linformer's ``proj_k``/``proj_v`` with
+    ``share_kv``: each group has two or more names (in state-dict order) of the same storage view."""
+    groups: dict[tuple, list[str]] = {}
+    for name, t in module.state_dict(keep_vars=True).items():
+        if t.numel() == 0 or t.device.type == "meta":
+            continue
+        groups.setdefault((t.data_ptr(), t.dtype, tuple(t.shape), t.stride()), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def fill_tied_entries(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Load-state-dict pre-hook: a checkpoint saved de-duplicated (safetensors' ``save_model``)
+    holds a tensor reachable under several names once; give the other names that entry, so strict
+    loading (timm's local-dir, ``pretrained_cfg_overlay`` file, ``checkpoint_path``) works and the
+    tie stays (every name still reaches one tensor)."""
+    for names in tied_groups(module):
+        have = next((prefix + n for n in names if prefix + n in state_dict), None)
+        if have is not None:
+            for n in names:
+                state_dict.setdefault(prefix + n, state_dict[have])
+
+
 def _as_spec(spec: ArchSpec | dict[str, Any] | str) -> ArchSpec:
     if isinstance(spec, ArchSpec):
         return spec
@@ -222,6 +247,13 @@ def pretrained_cfg_for(spec: ArchSpec) -> dict[str, Any]:
     )
 
 
+def names_weights(overlay: dict[str, Any] | None) -> bool:
+    """Whether a ``pretrained_cfg_overlay`` names a weights source of its own (timm's ``file``,
+    ``url``, ``state_dict`` or ``hf_hub_id``), as in
+    ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file="w.safetensors"))``."""
+    return any((overlay or {}).get(k) for k in _WEIGHT_SOURCE_KEYS)
+
+
 def create_nasnet(variant: str, spec: ArchSpec | dict | str, pretrained: bool = False, **kwargs: Any) -> NasNet:
     """Build through timm's ``build_model_with_cfg`` (features_only, pretrained_cfg, ...).
 
@@ -235,15 +267,20 @@ def create_nasnet(variant: str, spec: ArchSpec | dict | str, pretrained: bool = 
     spec = spec.replace(**changes) if changes else spec
     overlay = pretrained_cfg_for(spec)
     source = kwargs.get("pretrained_cfg")
+    given = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
     if isinstance(source, dict):  # weights described by a config (local-dir:, hf-hub:, an export)
         # keep the checkpoint's classes and channels so timm drops a classifier of another size
         overlay["num_classes"] = source.get("num_classes", overlay["num_classes"])
         overlay["input_size"] = (*(source.get("input_size") or overlay["input_size"])[:1], *overlay["input_size"][1:])
         folder = source.get("file") if source.get("source") == "local-dir" else None
-        if pretrained and folder and not any(any(Path(folder).glob(f"*{ext}")) for ext in _CHECKPOINT_EXTS):
+        if folder and names_weights(given):
+            given.setdefault("source", "")  # weights named by the caller win over the folder's
+        elif pretrained and folder and not any(any(Path(folder).glob(f"*{ext}")) for ext in _CHECKPOINT_EXTS):
             raise ValueError(f"{folder} holds no weights (exported without --weights): create the model with "
-                             "pretrained=False, or export again with weights")
-    overlay.update(kwargs.pop("pretrained_cfg_overlay", None) or {})
+                             "pretrained=False, put a checkpoint (model.safetensors) in the folder, pass "
+                             "pretrained_cfg_overlay=dict(file=...) or checkpoint_path=..., or export again with "
+                             "weights")
+    overlay.update(given)
     for k in ("num_classes", "in_chans"):
         kwargs.pop(k, None)
     return build_model_with_cfg(

@@ -77,9 +77,10 @@ default_cfgs = generate_default_cfgs({{
 @register_model
 def {name}(pretrained: bool = False, **kwargs: Any) -> NasNet:
     """{summary}"""
-    if pretrained and not os.path.isfile(_WEIGHTS):
+    if pretrained and not os.path.isfile(_WEIGHTS) and not names_weights(kwargs.get("pretrained_cfg_overlay")):
         raise ValueError(f"{{EXPORTED_NAME}} has no weights: {{_WEIGHTS}} does not exist (exported without "
-                         "--weights, or the file was not copied along); use pretrained=False")
+                         "--weights, or the file was not copied along); use pretrained=False, or give them with "
+                         "pretrained_cfg_overlay=dict(file=...) or checkpoint_path=...")
     if kwargs.get("pretrained_cfg") is None:  # describes the checkpoint: timm adapts a new classifier to it
         kwargs["pretrained_cfg"] = default_cfgs[EXPORTED_NAME].default.to_dict()
     return create_nasnet(EXPORTED_NAME, GENOME, pretrained=pretrained, **kwargs)
@@ -117,7 +118,8 @@ def standalone_source(spec, name: str, *, origin: str = "", module: str | None =
     b = Bundler()
     for cls in genome_operator_classes(spec, model):
         b.add(cls)
-    for obj in (ArchSpec, builder.NasNet, builder.create_nasnet, builder.pretrained_cfg_for, builder._default_cfg):
+    for obj in (ArchSpec, builder.NasNet, builder.create_nasnet, builder.pretrained_cfg_for, builder._default_cfg,
+                builder.names_weights):
         b.add(obj)
     for mod, attr in (("os", None), ("typing", "Any"), ("timm.models", "generate_default_cfgs"),
                       ("timm.models", "register_model")):

@@ -50,11 +50,12 @@ from nas.export.trials import (
     select_trial,
     stored_weights,
 )
-from nas.export.weights import WEIGHTS_FILE, load_state_dict_for
+from nas.export.weights import WEIGHTS_FILE, load_state_dict_for, save_weights
 from nas.export.writer import _self_check, export_genome
 
 __all__ = [
     "ExportInfo", "export_genome", "export_trial", "select_trial", "load_state_dict_for", "registry_path",
     "register_exports", "exported_names", "default_name", "NasError", "Rule", "format_front", "front_records",
     "get_trial", "open_study", "stored_weights", "model_card", "REGISTRY_ENV", "WEIGHTS_FILE", "_self_check",
+    "save_weights",
 ]

@@ -85,9 +85,11 @@ def _entry_point(name: str, entry: dict[str, Any]):
     cfg = _builder._default_cfg(**_builder.pretrained_cfg_for(spec), file=str(weights) if weights else None)
 
     def make(pretrained: bool = False, **kwargs: Any) -> _builder.NasNet:
-        if pretrained and (weights is None or not weights.is_file()):
+        if (pretrained and (weights is None or not weights.is_file())
+                and not _builder.names_weights(kwargs.get("pretrained_cfg_overlay"))):
             where = f"{weights} is missing" if weights else "it was exported without weights"
-            raise NasError(f"{name} has no weights ({where}); use pretrained=False, or export again with --weights")
+            raise NasError(f"{name} has no weights ({where}); use pretrained=False, give them with "
+                           "pretrained_cfg_overlay=dict(file=...) or checkpoint_path=..., or export again with --weights")
         if kwargs.get("pretrained_cfg") is None:  # describes the checkpoint: timm adapts a new classifier to it
             kwargs["pretrained_cfg"] = dict(cfg)
         return _builder.create_nasnet(name, spec, pretrained=pretrained, **kwargs)

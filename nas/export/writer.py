@@ -16,7 +16,7 @@ from nas._standalone import BundleError, load_body, standalone_source
 from nas.errors import NasError
 from nas.export.card import ExportInfo, model_card
 from nas.export.registry import _check_free, _check_name, _record, default_name
-from nas.export.weights import WEIGHTS_FILE, load_state_dict_for
+from nas.export.weights import WEIGHTS_FILE, load_state_dict_for, save_weights
 from search_space.genome import ArchSpec
 
 
@@ -71,10 +71,7 @@ def export_genome(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
     try:
         if weights is not None:
-            from safetensors.torch import save_file
-
-            save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS_FILE),
-                      metadata={"format": "pt", "genome": spec.to_json(), "name": name})
+            save_weights(model, tmp / WEIGHTS_FILE, metadata={"format": "pt", "genome": spec.to_json(), "name": name})
         (tmp / "config.json").write_text(json.dumps(_config(spec, model, name, info, weights is not None), indent=2))
         (tmp / f"{name}_model.py").write_text(src.text)
         (tmp / "README.md").write_text(model_card(spec, model, name, info, weights is not None, out))
