@@ -6,13 +6,14 @@ import (seconds), which ``import nas`` / ``import search_space`` must not pay. S
 this project's packages calls ``install()``:
 
 - if timm is already imported, the builder is imported now (timm's cost is already paid);
-- otherwise a finder on ``sys.meta_path`` waits for ``import timm``, lets timm load as usual, then
-  imports the builder right after it, so ``import nas; import timm;
+- otherwise a finder on ``sys.meta_path`` waits for ``import timm`` (and for ``operators``, which
+  the builder needs, to finish loading: ``operators`` itself may be what imports timm), lets them
+  load as usual, then imports the builder right after, so ``import nas; import timm;
   timm.create_model("local-dir:<export>")`` finds ``attnnas`` (without this,
   ``RuntimeError: Unknown model (attnnas)``).
 
-The finder handles only the top-level ``timm`` import, steps aside once it has fired, and restores
-timm's own loader on the module.
+The finder handles only those two top-level imports, steps aside once it has registered, and
+restores their own loaders on the modules.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import warnings
 from typing import Any
 
 _BUILDER = "search_space.builder"
+_NEEDED = ("timm", "operators")  # the builder is imported once timm is loaded and operators is not half-loaded
 _lock = threading.Lock()
 
 
@@ -52,20 +54,36 @@ class _ThenRegister(importlib.abc.Loader):
             module.__loader__ = self._loader
             if module.__spec__ is not None:
                 module.__spec__.loader = self._loader
-        _register_now()
+        # timm is needed; operators must not be half-loaded (it may be what is importing timm)
+        if (_loaded("timm") or module.__name__ == "timm") and not any(
+                _initializing(n) for n in _NEEDED if n != module.__name__):
+            _remove()
+            _register_now()
 
     def __getattr__(self, name: str) -> Any:  # resource readers, get_code, ... of the real loader
         return getattr(self._loader, name)
 
 
+def _loaded(name: str) -> bool:
+    """``name`` is imported and done executing (not still initialising further up the stack)."""
+    mod = sys.modules.get(name)
+    return mod is not None and not getattr(getattr(mod, "__spec__", None), "_initializing", False)
+
+
+def _initializing(name: str) -> bool:
+    """``name`` is being imported further up the stack (its module exists, not yet executed)."""
+    return name in sys.modules and not _loaded(name)
+
+
 class _AfterTimm(importlib.abc.MetaPathFinder):
-    """Finds ``timm`` with the other finders and wraps its loader (once)."""
+    """Finds ``timm`` / ``operators`` with the other finders and wraps their loaders."""
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != "timm":
+        if fullname not in _NEEDED:
             return None
-        _remove()
         for finder in sys.meta_path:
+            if finder is self:
+                continue
             find = getattr(finder, "find_spec", None)
             spec = find(fullname, path, target) if find is not None else None
             if spec is not None:
@@ -91,10 +109,10 @@ def _remove() -> None:
 def install() -> None:
     """Register the project's timm names now if timm is loaded, else right after ``import timm``."""
     global _finder
-    timm = sys.modules.get("timm")
-    if timm is not None:
-        if hasattr(timm, "create_model") and _BUILDER not in sys.modules:
-            _register_now()
+    if _BUILDER in sys.modules:  # registered already (or registering)
+        return
+    if _loaded("timm") and not _initializing("operators"):
+        _register_now()
         return
     with _lock:
         if _finder is None:

@@ -51,11 +51,14 @@ def exported(tmp_path_factory):
     return out, root / "ref.pt"
 
 
-@pytest.mark.parametrize("first", ["nas", "search_space", "evaluators", "timm_then_nas"])
+@pytest.mark.parametrize("first", ["nas", "search_space", "evaluators", "timm_then_nas", "operators_imports_timm"])
 def test_importing_any_package_registers_attnnas_for_local_dir(exported, first):
+    """Whatever the order (operators itself imports timm while it loads), with no warning."""
     out, ref = exported
-    imports = "import timm\nimport nas\n" if first == "timm_then_nas" else f"import {first}\nimport timm\n"
-    code = imports + f"""
+    imports = {"timm_then_nas": "import timm\nimport nas\n",
+               "operators_imports_timm": "import nas\nfrom operators import MIXERS\nimport timm\n"}.get(
+        first, f"import {first}\nimport timm\n")
+    code = "import warnings\nwarnings.simplefilter('error')\n" + imports + f"""
 import torch
 m = timm.create_model("local-dir:{out}", pretrained=True).eval()
 r = torch.load({str(ref)!r})
