@@ -32,58 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
+from evaluators.config import DATASETS, DataSpec  # noqa: F401 - declared without torch, re-exported here
 from nas.errors import NasError
 
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 # Whether a horizontal flip keeps the label (digits: a mirrored 2 is not a 2).
 FLIP_OK = {"digits": False, "cifar10": True, "cifar100": True, "imagefolder": True}
 # Random-crop padding as a share of the image side (CIFAR's classic 4 px at 32; digits are
 # 8x8 originals filling the frame, so half that: one original pixel at most).
 CROP_PAD_FRAC = {"digits": 1 / 16, "cifar10": 1 / 8, "cifar100": 1 / 8, "imagefolder": 1 / 8}
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """Which images a study trains its proxies on.
-
-    Args:
-        dataset: one of ``DATASETS``.
-        root: directory of the data (CIFAR, ImageFolder); unused for ``digits``.
-        img_size: side the images are resized to (the study's resolution).
-        subset: at most this many images in *each* split (class-balanced); None: all.
-        val_fraction: share of the labelled images held out for validation.
-        val_size: exact number of validation images (overrides ``val_fraction``).
-        seed: seeds the split and the subset.
-        in_chans: image channels the model takes (grey images are replicated; 1 keeps grey,
-            RGB sources are converted to grey when 1).
-        download: CIFAR only: try torchvision's download when the files are missing.
-    """
-
-    dataset: str = "digits"
-    root: str | None = None
-    img_size: int = 32
-    subset: int | None = None
-    val_fraction: float = 0.2
-    val_size: int | None = None
-    seed: int = 0
-    in_chans: int = 3
-    download: bool = True
-
-    def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise NasError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
-        if self.img_size < 4:
-            raise NasError(f"data img_size must be at least 4, got {self.img_size}")
-        if self.subset is not None and self.subset < 2:
-            raise NasError(f"data subset must be at least 2 images per split (or None for all), got {self.subset}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise NasError(f"data val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.val_size is not None and self.val_size < 1:
-            raise NasError(f"data val_size must be positive (or None to use val_fraction), got {self.val_size}")
-        if self.in_chans < 1:
-            raise NasError(f"data in_chans must be positive, got {self.in_chans}")
-        if self.dataset != "digits" and not self.root:
-            raise NasError(f"dataset {self.dataset!r} needs a root directory (data.root)")
 
 
 @dataclass

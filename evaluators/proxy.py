@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from evaluators.config import ProxyConfig  # declared without torch, re-exported here
 from evaluators.data import LoadedData, norm_affine
 from nas.errors import NasError
 
@@ -41,76 +42,6 @@ STATUSES = ("ok", "stopped", "diverged", "oom", "timeout")
 
 class StopTraining(Exception):
     """Raise from ``on_epoch`` to end training early (``status="stopped"``, reason = the message)."""
-
-
-@dataclass(frozen=True)
-class ProxyConfig:
-    """The proxy-training recipe.
-
-    Args:
-        epochs: training epochs (passes over the training split, last partial batch dropped).
-        steps: if set, the budget in optimiser steps instead of ``epochs``; validation still
-            runs at every epoch boundary and at the end.
-        batch_size / eval_batch_size: images per training / validation step.
-        lr, weight_decay, betas: AdamW. ``warmup_frac`` of the steps warm up linearly, then
-            cosine decay to ``min_lr_ratio * lr``.
-        label_smoothing: cross-entropy label smoothing.
-        grad_clip: max global grad norm (None: off).
-        crop_pad: random crop after zero padding by this many pixels (None: the dataset's
-            default, ``img_size // 8``, ``img_size // 16`` for digits; 0: off).
-        flip: horizontal flips (None: the dataset's default, off for digits).
-        precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"bf16"`` or ``"fp32"``.
-        channels_last: ``"auto"`` (on CUDA), True or False.
-        time_limit_s: wall-clock budget of one run (None: unlimited); ``status="timeout"``.
-        check_every: also read the NaN/inf flag every this many steps (one host sync; 0: at
-            epoch ends only).
-        seed: seeds batch order, augmentation and dropout (the model's init is the caller's).
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
-        count_flops: count the model's forward MACs for ``train_flops`` when not given.
-    """
-
-    epochs: int = 5
-    steps: int | None = None
-    batch_size: int = 128
-    eval_batch_size: int = 512
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_frac: float = 0.1
-    min_lr_ratio: float = 0.01
-    label_smoothing: float = 0.1
-    grad_clip: float | None = 1.0
-    crop_pad: int | None = None
-    flip: bool | None = None
-    precision: str = "auto"
-    channels_last: bool | str = "auto"
-    time_limit_s: float | None = None
-    check_every: int = 25
-    seed: int = 0
-    device: str = "auto"
-    count_flops: bool = True
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise NasError(f"proxy epochs must be at least 1, got {self.epochs}")
-        if self.steps is not None and self.steps < 1:
-            raise NasError(f"proxy steps must be positive (or None to use epochs), got {self.steps}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise NasError("proxy batch_size and eval_batch_size must be positive")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise NasError(f"proxy lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
-        if not 0 <= self.warmup_frac < 1:
-            raise NasError(f"proxy warmup_frac must be in [0, 1), got {self.warmup_frac}")
-        if not 0 <= self.label_smoothing < 1:
-            raise NasError(f"proxy label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise NasError(f"proxy precision must be auto, bf16 or fp32, got {self.precision!r}")
-        if self.channels_last not in ("auto", True, False):
-            raise NasError(f"proxy channels_last must be 'auto', true or false, got {self.channels_last!r}")
-        if self.crop_pad is not None and self.crop_pad < 0:
-            raise NasError(f"proxy crop_pad must be >= 0, got {self.crop_pad}")
-        if self.time_limit_s is not None and self.time_limit_s <= 0:
-            raise NasError(f"proxy time_limit_s must be positive, got {self.time_limit_s}")
 
 
 @dataclass

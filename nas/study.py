@@ -8,6 +8,12 @@ objectives, the constraints and the evaluator. ``load_study(path)`` parses and v
 - an unknown key names the closest valid key (difflib) and the line where it appears;
 - a wrong type or range says what is allowed.
 
+The schema is declared once, here: each table is a dataclass below and each of its fields says
+its type (the annotation), its doc and its allowed values (``metadata``); ``nas.schema`` parses
+a table from those fields. Fields that are the same concept as a library setting are borrowed
+from it (``evaluators.DataSpec``, ``evaluators.ProxyConfig``) with their doc and range; where a
+study's default differs from the library's, ``STUDY_DEFAULTS`` says so, in one place.
+
 Storage default: ``sqlite:///studies/<name>.db``. Relative SQLite paths written in a study
 file (and the default) are resolved against the study file's directory's *parent* (the project
 root for ``studies/x.toml``), so the store lands at ``studies/<name>.db`` whatever the cwd.
@@ -25,7 +31,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evaluators.config import DataSpec as LibraryData
+from evaluators.config import ProxyConfig
 from nas.errors import NasError
+from nas.schema import (
+    Ctx,
+    borrow,
+    check_keys,
+    from_plain,
+    int_value,
+    join,
+    num_value,
+    parse_fields,
+    setting,
+    str_list,
+    table_of,
+)
 
 BACKENDS = ("optuna", "ray")
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
@@ -36,17 +57,276 @@ DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
 PRUNERS = ("none", "median", "asha", "hyperband")
 _SI = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
+# Where a study file's default differs from the library's: a study searches many small proxies
+# on a CPU, so it defaults to 16-px images and a shorter, smaller-batch recipe on the CPU.
+STUDY_DEFAULTS: dict[tuple[type, str], Any] = {
+    (LibraryData, "img_size"): 16,        # evaluators.DataSpec: 32
+    (ProxyConfig, "epochs"): 3,           # evaluators.ProxyConfig: 5
+    (ProxyConfig, "batch_size"): 64,      # evaluators.ProxyConfig: 128
+    (ProxyConfig, "device"): "cpu",       # evaluators.ProxyConfig: "auto"
+}
 
-# --- typed sections ----------------------------------------------------------------------
+
+def _study(owner: type, name: str, **rules: Any) -> Any:
+    """``borrow`` with the study's default from ``STUDY_DEFAULTS`` (else the library's)."""
+    if (owner, name) in STUDY_DEFAULTS:
+        rules["default"] = STUDY_DEFAULTS[owner, name]
+    return borrow(owner, name, **rules)
+
+
+# --- irregular values: counts, name lists, ranges, knobs -----------------------------------
+def parse_count(value: Any, what: str) -> int:
+    """``"50M"`` / ``"1.3G"`` / ``"800K"`` / ``12000000`` -> an int count."""
+    if isinstance(value, bool):
+        raise NasError(f"{what} must be a number like 50M or 1.3G, got {value!r}")
+    if isinstance(value, (int, float)):
+        if value <= 0:
+            raise NasError(f"{what} must be positive, got {value!r}")
+        return int(value)
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*([kKmMgGtT]?)\s*", value)
+        if m:
+            n = float(m.group(1)) * _SI[m.group(2).upper()]
+            if n > 0:
+                return int(round(n))
+    raise NasError(f"{what} must be a positive count like 50M, 1.3G or 800K, got {value!r}")
+
+
+def format_count(n: float | int | None) -> str:
+    """12_300_000 -> ``"12.3M"``."""
+    if n is None:
+        return "-"
+    n = float(n)
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+def _count(ctx: Ctx, table: str, key: str, value: Any) -> int:
+    try:
+        return parse_count(value, key)
+    except NasError as e:
+        raise ctx.error(table, key, str(e)) from None
+
+
+def _names(*, allowed: tuple[str, ...] | None = None, registry: str | None = None, source: str = "operators"):
+    """A parser for a list of names: ``allowed`` ones, or those of a registry (``operators.X``,
+    imported when a file is parsed, so importing this module stays cheap)."""
+
+    def parse(ctx: Ctx, table: str, key: str, value: Any) -> tuple[str, ...]:
+        if registry is not None:
+            import importlib
+
+            reg = getattr(importlib.import_module(source), registry)
+            if not hasattr(reg, "unknown_message"):  # a plain mapping (e.g. PRESETS)
+                return str_list(ctx, table, key, value, allowed=list(reg))
+            return str_list(ctx, table, key, value, registry=reg)
+        return str_list(ctx, table, key, value, allowed=list(allowed or ()))
+
+    return parse
+
+
+def _numbers(*, lo: float | None = None, gt: float | None = None, what: str = ""):
+    """A parser for a number or a non-empty list of numbers (``>= lo`` or ``> gt``) -> floats."""
+
+    def ok(x: Any) -> bool:
+        return (isinstance(x, (int, float)) and not isinstance(x, bool)
+                and (lo is None or x >= lo) and (gt is None or x > gt))
+
+    def parse(ctx: Ctx, table: str, key: str, value: Any) -> tuple[float, ...]:
+        v = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+        if not isinstance(v, list) or not v or not all(ok(x) for x in v):
+            raise ctx.error(table, key, f"{key!r} must be {what}, got {value!r}")
+        return tuple(float(x) for x in v)
+
+    return parse
+
+
+def _int_range(ctx: Ctx, table: str, key: str, value: Any, lo: int = 1) -> IntRange:
+    """``[low, high]``, ``{low=, high=, step=}`` or a single int."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value, value]
+    if isinstance(value, list) and len(value) == 2:
+        value = {"low": value[0], "high": value[1]}
+    if not isinstance(value, dict):
+        raise ctx.error(table, key, f"{key!r} must be [low, high] or {{low=, high=, step=}}, got {value!r}")
+    check_keys(ctx, table, value, ["low", "high", "step"])
+    low = int_value(ctx, table, key, value.get("low"), lo)
+    high = int_value(ctx, table, key, value.get("high", low), lo)
+    step = int_value(ctx, table, key, value.get("step", 1), 1)
+    if high < low:
+        raise ctx.error(table, key, f"{key!r}: high={high} is below low={low}")
+    return IntRange(low, high, step)
+
+
+def _ranges(hi: int | None = None):
+    """A parser for an ``IntRange`` of values >= 1 (and a ``high`` <= ``hi``)."""
+
+    def parse(ctx: Ctx, table: str, key: str, value: Any) -> IntRange:
+        r = _int_range(ctx, table, key, value, lo=1)
+        if hi is not None and r.high > hi:
+            raise ctx.error(table, key, f"{key!r} must be between 1 and {hi} (a genome has at most {hi}), got {r.high}")
+        return r
+
+    return parse
+
+
+def _knob_range(ctx: Ctx, table: str, name: str, value: Any, knob: Any) -> KnobRange:
+    """A knob's range from the file, checked against the operator's declared ``Knob`` type."""
+    t = knob.type
+    kind = {int: "int", float: "float", bool: "bool", str: "str"}.get(t)
+    if kind is None:
+        raise ctx.error(table, name, f"knob {name!r} has type {t.__name__}, which the search cannot vary; "
+                                     "leave it at its default")
+    if not isinstance(value, (list, dict)):
+        value = [value]
+    if isinstance(value, list):
+        if not value:
+            raise ctx.error(table, name, f"knob {name!r} needs at least one value")
+        out = []
+        for v in value:
+            ok = isinstance(v, t) and not (isinstance(v, bool) and t is not bool)
+            if t is float and isinstance(v, int) and not isinstance(v, bool):
+                v, ok = float(v), True
+            if not ok:
+                raise ctx.error(table, name, f"knob {name!r} takes {t.__name__} values, got {v!r}")
+            if kind in ("int", "float") and v <= 0 and name not in ("shift",):
+                raise ctx.error(table, name, f"knob {name!r} values must be positive, got {v!r}")
+            out.append(v)
+        return KnobRange(name, choices=tuple(dict.fromkeys(out)), kind=kind)
+    if kind not in ("int", "float"):
+        raise ctx.error(table, name, f"knob {name!r} is {t.__name__}: give a list of values, not a range")
+    check_keys(ctx, table, value, ["low", "high", "step", "log"])
+    if "low" not in value or "high" not in value:
+        raise ctx.error(table, name, f"knob {name!r}: a range needs low and high")
+    low = num_value(ctx, table, name, value["low"], gt=0.0)
+    high = num_value(ctx, table, name, value["high"], gt=0.0)
+    if high < low:
+        raise ctx.error(table, name, f"knob {name!r}: high={high:g} is below low={low:g}")
+    if kind == "int" and (low != int(low) or high != int(high)):
+        raise ctx.error(table, name, f"knob {name!r} is an integer knob: low/high must be integers")
+    step = value.get("step")
+    if step is not None:
+        step = num_value(ctx, table, name, step, gt=0.0)
+    log = bool(value.get("log", False))
+    return KnobRange(name, low=low, high=high, step=step, log=log, kind=kind)
+
+
+def _knob_combos(knobs: tuple[KnobRange, ...]) -> list[dict[str, Any]]:
+    combos: list[dict[str, Any]] = [{}]
+    for k in knobs:
+        combos = [{**c, k.name: v} for c in combos for v in k.values()]
+    return combos[:64]
+
+
+def _stems(ctx: Ctx, T: str, key: str, raw: Any) -> tuple[StemSpace, ...]:
+    """``stems``: a list of ``{kind, patch_size=[...], <knob>=...}`` or of names, or a table."""
+    from operators import STEMS
+
+    if isinstance(raw, dict):
+        raw = [{"kind": k, **(v if isinstance(v, dict) else {})} for k, v in raw.items()]
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise ctx.error(T, "stems", "'stems' must be a list like [{kind=\"patchify\", patch_size=[2, 4]}]")
+    stems = []
+    for s in raw:
+        if isinstance(s, str):
+            s = {"kind": s}
+        if not isinstance(s, dict) or "kind" not in s:
+            raise ctx.error(T, "stems", f"each stem needs a kind (one of {', '.join(STEMS.names())}), got {s!r}")
+        kind = s["kind"]
+        if kind not in STEMS:
+            raise ctx.error(T, "stems", STEMS.unknown_message(kind))
+        cls = STEMS.get(kind)
+        known = cls.knobs()
+        check_keys(ctx, T, s, ["kind", "patch_size", *known])
+        ps = s.get("patch_size", [4])
+        ps = [ps] if isinstance(ps, int) else ps
+        if not isinstance(ps, list) or not ps or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in ps):
+            raise ctx.error(T, "patch_size", f"stem {kind!r}: patch_size must be a positive int or a list of them, got {ps!r}")
+        knobs = tuple(_knob_range(ctx, T, k, v, known[k]) for k, v in s.items() if k in known)
+        for p in ps:
+            for combo in _knob_combos(knobs):
+                if (why := cls.check(p, combo)) is not None:
+                    raise ctx.error(T, "stems", f"stem {kind!r} with patch_size={p}: {why}")
+        stems.append(StemSpace(kind, tuple(ps), knobs))
+    return tuple(stems)
+
+
+def _mixers(ctx: Ctx, T: str, key: str, raw: Any) -> tuple[MixerSpace, ...]:
+    """``mixers``: a list of mixer names, or ``[space.mixers.<name>]`` tables of knob ranges."""
+    from operators import MIXERS
+
+    if isinstance(raw, str):
+        raw = [raw]
+    if isinstance(raw, list):
+        raw = {name: {} for name in raw if isinstance(name, str)} if all(isinstance(n, str) for n in raw) else None
+    if not isinstance(raw, dict) or not raw:
+        raise ctx.error(T, "mixers", "'mixers' must be a list of mixer names or [space.mixers.<name>] tables")
+    mixers = []
+    for name, knobs in raw.items():
+        if name not in MIXERS:
+            raise ctx.error(join(T, "mixers"), name, MIXERS.unknown_message(name))
+        if not isinstance(knobs, dict):
+            raise ctx.error(join(T, "mixers"), name, f"mixer {name!r} must map knob names to ranges, got {knobs!r}")
+        known = MIXERS.get(name).knobs()
+        table = f"space.mixers.{name}"
+        for k in knobs:
+            if k not in known:
+                close = difflib.get_close_matches(k, list(known), n=1, cutoff=0.5)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ctx.error(table, k, f"mixer {name!r} has no knob {k!r}{hint}; its knobs: "
+                                          f"{', '.join(known) or 'none'}")
+        mixers.append(MixerSpace(name, tuple(_knob_range(ctx, table, k, v, known[k]) for k, v in knobs.items())))
+    return tuple(mixers)
+
+
+def _downsample(ctx: Ctx, T: str, key: str, value: Any) -> tuple[str, ...]:
+    from operators import DOWNSAMPLERS
+
+    ds = str_list(ctx, T, key, value, registry=DOWNSAMPLERS)
+    if "none" in ds:
+        raise ctx.error(T, key, "a pyramid downsamples between stages: 'none' is not allowed here; "
+                                f"allowed: {', '.join(n for n in DOWNSAMPLERS.names() if n != 'none')}")
+    return ds
+
+
+def _layer_scale(ctx: Ctx, T: str, key: str, value: Any) -> tuple[float | None, ...]:
+    v = value if isinstance(value, list) else [value]
+    out: list[float | None] = []
+    for x in v:
+        if x in ("none", False):
+            out.append(None)
+        elif isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0:
+            out.append(float(x))
+        else:
+            raise ctx.error(T, key, f"'layer_scale' values must be positive numbers or \"none\", got {x!r}")
+    return tuple(out)
+
+
+def _recipe(ctx: Ctx, T: str, key: str, value: Any) -> tuple[tuple[str, Any], ...]:
+    """``[evaluator.recipe]``: extra ``ProxyConfig`` settings, passed through (checked there)."""
+    return tuple(sorted(table_of(ctx, {key: value}, key, T).items()))
+
+
+def _study_name(ctx: Ctx, T: str, key: str, name: Any) -> str:
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+        raise ctx.error(T, "name", f"'name' must be letters, digits, '_', '-', '.', got {name!r}")
+    return name
+
+
+# --- the schema: one dataclass per table ---------------------------------------------------
 @dataclass(frozen=True)
 class DataSpec:
-    """The dataset the evaluator trains on (``digits`` is built in: sklearn's 8x8 digits)."""
+    """``[data]``: the dataset the evaluator trains on (``digits`` is built in: sklearn's 8x8 digits)."""
 
-    dataset: str = "digits"
-    root: str | None = None
-    img_size: int = 16
-    subset: int | None = None          # images per split (None: all)
-    num_classes: int | None = None     # None: from the dataset
+    dataset: str = _study(LibraryData, "dataset", choices=DATASETS)  # + "synthetic": no images
+    root: str | None = _study(LibraryData, "root")
+    img_size: int = _study(LibraryData, "img_size", max=1024)
+    subset: int | None = _study(LibraryData, "subset")
+    num_classes: int | None = setting(None, "classes of the classifier (None: from the dataset)", min=2)
 
 
 @dataclass(frozen=True)
@@ -98,24 +378,34 @@ class IntRange:
 
 @dataclass(frozen=True)
 class SpaceSpec:
-    """Which operators may be combined and how big the models may get."""
+    """``[space]``: which operators may be combined and how big the models may get."""
 
-    stems: tuple[StemSpace, ...] = (StemSpace("patchify", (2, 4)),)
-    mixers: tuple[MixerSpace, ...] = (MixerSpace("attention"), MixerSpace("pool"))
-    pos: tuple[str, ...] = ("none",)
-    shapes: tuple[str, ...] = ("isotropic", "pyramid")
-    stages: IntRange = IntRange(2, 3)          # stage counts of pyramids
-    depth: IntRange = IntRange(1, 3)           # blocks per stage of a pyramid
-    iso_depth: IntRange = IntRange(2, 6)       # blocks of an isotropic (one-stage) model
-    width: IntRange = IntRange(16, 64, 16)     # channels (first stage of a pyramid)
-    width_growth: tuple[float, ...] = (2.0,)   # pyramid: width multiplier per stage
-    max_width: int | None = None
-    mlp: tuple[str, ...] = ("mlp",)
-    mlp_ratio: tuple[float, ...] = (2.0, 4.0)
-    downsample: tuple[str, ...] = ("conv",)
-    head_pool: tuple[str, ...] = ("avg",)
-    layer_scale: tuple[float | None, ...] = (None,)
-    per_stage_mixer: bool = True              # a different mixer per stage (hybrids)
+    stems: tuple[StemSpace, ...] = setting(
+        (StemSpace("patchify", (2, 4)),), "stems and their patch sizes: [{kind = \"patchify\", patch_size = [2, 4]}]",
+        parse=_stems)
+    mixers: tuple[MixerSpace, ...] = setting(
+        (MixerSpace("attention"), MixerSpace("pool")), "token mixers: a list of names or [space.mixers.<name>] "
+        "tables of knob ranges", parse=_mixers)
+    pos: tuple[str, ...] = setting(("none",), "position encodings", parse=_names(registry="POS_ENCODINGS"))
+    shapes: tuple[str, ...] = setting(("isotropic", "pyramid"), "isotropic (one stage) and/or pyramid",
+                                      parse=_names(allowed=SHAPES))
+    stages: IntRange = setting(IntRange(2, 3), "stage counts of pyramids: [low, high]", parse=_ranges(hi=4))
+    depth: IntRange = setting(IntRange(1, 3), "blocks per stage of a pyramid: [low, high]", parse=_ranges())
+    iso_depth: IntRange = setting(IntRange(2, 6), "blocks of an isotropic (one-stage) model: [low, high]",
+                                  parse=_ranges())
+    width: IntRange = setting(IntRange(16, 64, 16), "channels (first stage of a pyramid): {low, high, step}",
+                              parse=_ranges())
+    width_growth: tuple[float, ...] = setting(
+        (2.0,), "pyramid: width multiplier per stage", parse=_numbers(lo=1, what="numbers >= 1 (e.g. [1.5, 2])"))
+    max_width: int | None = setting(None, "cap on any stage's width", min=1)
+    mlp: tuple[str, ...] = setting(("mlp",), "channel MLPs", parse=_names(registry="CHANNEL_MLPS"))
+    mlp_ratio: tuple[float, ...] = setting(
+        (2.0, 4.0), "MLP hidden width / width", parse=_numbers(gt=0, what="positive numbers (e.g. [2, 4])"))
+    downsample: tuple[str, ...] = setting(("conv",), "downsamplers between pyramid stages", parse=_downsample)
+    head_pool: tuple[str, ...] = setting(("avg",), "classifier pooling: avg and/or cls",
+                                         parse=_names(allowed=("avg", "cls")))
+    layer_scale: tuple[float | None, ...] = setting((None,), "LayerScale inits (\"none\": off)", parse=_layer_scale)
+    per_stage_mixer: bool = setting(True, "a different mixer per stage (hybrids)")
 
     @property
     def mixer_names(self) -> list[str]:
@@ -130,16 +420,20 @@ class Objective:
 
 @dataclass(frozen=True)
 class LatencySpec:
-    device: str = "cpu"
-    batch: int = 1
-    dtype: str = "float32"
+    """``[latency]``: where and how latency is measured."""
+
+    device: str = setting("cpu", "the device latency is measured on", choices=("cpu", "cuda"))
+    batch: int = setting(1, "images per timed forward pass", min=1)
+    dtype: str = setting("float32", "the dtype of the timed model", choices=("float32", "float16", "bfloat16"))
 
 
 @dataclass(frozen=True)
 class ConstraintsSpec:
-    max_flops: int | None = None
-    max_params: int | None = None
-    max_latency_ms: float | None = None
+    """``[constraints]``: the budget; a candidate over any limit is infeasible."""
+
+    max_flops: int | None = setting(None, "FLOPs (MACs) limit, e.g. \"50M\"", parse=_count)
+    max_params: int | None = setting(None, "parameter limit, e.g. \"5M\"", parse=_count)
+    max_latency_ms: float | None = setting(None, "latency limit in ms on [latency] device", gt=0.0)
 
     def limits(self) -> dict[str, float]:
         """Constraint name -> limit, for the constraints that are set."""
@@ -148,30 +442,32 @@ class ConstraintsSpec:
 
 @dataclass(frozen=True)
 class FidelitySpec:
-    """Multi-fidelity: prune (Optuna) or stop (Ray ASHA) on per-epoch accuracy."""
+    """``[evaluator.fidelity]``: prune (Optuna) or stop (Ray ASHA) on per-epoch accuracy."""
 
-    pruner: str = "none"                # none | median | asha | hyperband
-    min_epochs: int = 1
-    reduction_factor: int = 3
+    pruner: str = setting("none", "the pruner", choices=PRUNERS)
+    min_epochs: int = setting(1, "epochs every trial trains before it may be pruned", min=1)
+    reduction_factor: int = setting(3, "ASHA / Hyperband reduction factor", min=2)
 
 
 @dataclass(frozen=True)
 class EvaluatorSpec:
-    """How a candidate is scored: ``proxy`` training, a ``zero_cost`` proxy, or ``synthetic``
-    (a deterministic function of the genome, for tests and the sampler benchmark)."""
+    """``[evaluator]``: how a candidate is scored: ``proxy`` training, a ``zero_cost`` proxy, or
+    ``synthetic`` (a deterministic function of the genome, for tests and the sampler benchmark).
+    The training settings are ``evaluators.ProxyConfig``'s (``STUDY_DEFAULTS`` for the defaults)."""
 
-    kind: str = "proxy"
-    epochs: int = 3
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    device: str = "cpu"
-    threads: int = 1                    # torch intra-op threads per worker (tiny proxies gain nothing from more)
-    time_limit_s: float | None = None
-    zero_cost: str = "naswot"
-    recipe: tuple[tuple[str, Any], ...] = ()  # extra ProxyTrainer settings, passed through
-    fidelity: FidelitySpec = FidelitySpec()
-    save_weights: bool = False          # keep each trained genome's weights (for `nas export --weights`)
+    kind: str = setting("proxy", "how candidates are scored", choices=EVALUATORS)
+    epochs: int = _study(ProxyConfig, "epochs")
+    batch_size: int = _study(ProxyConfig, "batch_size")
+    lr: float = _study(ProxyConfig, "lr")
+    weight_decay: float = _study(ProxyConfig, "weight_decay")
+    device: str = _study(ProxyConfig, "device", choices=("cpu", "cuda", "auto"))
+    threads: int = setting(1, "torch intra-op threads per worker (tiny proxies gain nothing from more)",
+                           min=1, max=1024)
+    time_limit_s: float | None = _study(ProxyConfig, "time_limit_s")
+    zero_cost: str = setting("naswot", "the zero-cost proxy of kind = \"zero_cost\"", what="a zero-cost proxy name")
+    recipe: tuple[tuple[str, Any], ...] = setting((), "extra ProxyConfig settings, passed through", parse=_recipe)
+    fidelity: FidelitySpec = setting(FidelitySpec(), "multi-fidelity: pruning on per-epoch accuracy")
+    save_weights: bool = setting(False, "keep each trained genome's weights (for `nas export --weights`)")
 
     @property
     def recipe_dict(self) -> dict[str, Any]:
@@ -180,40 +476,54 @@ class EvaluatorSpec:
 
 @dataclass(frozen=True)
 class PresetsSpec:
-    names: tuple[str, ...] = ()
-    evaluate: bool = False
+    """``[presets]``: known architectures shown (and optionally trained) as references."""
+
+    names: tuple[str, ...] = setting((), "preset names (search_space.PRESETS)",
+                                     parse=_names(registry="PRESETS", source="search_space"))
+    evaluate: bool = setting(False, "train the presets once with the study's recipe")
 
 
 @dataclass(frozen=True)
 class RaySpec:
-    address: str | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_concurrent: int | None = None
+    """``[ray]``: the Ray Tune backend's cluster and resources."""
+
+    address: str | None = setting(None, "Ray address", what="a Ray address like \"auto\" or host:port")
+    cpus_per_trial: float = setting(1.0, "CPUs per trial", gt=0.0)
+    gpus_per_trial: float = setting(0.0, "GPUs per trial", min=0.0)
+    max_concurrent: int | None = setting(None, "trials running at once", min=1)
+
+
+def _objectives(ctx: Ctx, table: str, key: str, value: Any) -> Any:
+    return _parse_objectives(ctx, value)
 
 
 @dataclass(frozen=True)
 class StudySpec:
-    """A whole study file, typed. ``load_study(path)`` builds and validates one."""
+    """A whole study file, typed. ``load_study(path)`` builds and validates one. The scalars sit
+    in the file's ``[study]`` table (``metadata["table"]``); the other fields are tables."""
 
-    name: str
-    storage: str
-    backend: str = "optuna"
-    sampler: str = "nsga2"
-    trials: int | None = 20
-    timeout_s: float | None = None
-    seed: int = 0
-    workers: int = 1
-    data: DataSpec = DataSpec()
-    space: SpaceSpec = SpaceSpec()
-    objectives: tuple[Objective, ...] = (Objective("accuracy", "maximize"), Objective("flops", "minimize"))
-    reference_point: tuple[float, ...] | None = None
-    constraints: ConstraintsSpec = ConstraintsSpec()
-    latency: LatencySpec = LatencySpec()
-    evaluator: EvaluatorSpec = EvaluatorSpec()
-    presets: PresetsSpec = PresetsSpec()
-    ray: RaySpec = RaySpec()
-    path: str | None = None
+    name: str = setting(dataclasses.MISSING, "the study's name (letters, digits, '_', '-', '.')", table="study",
+                        parse=_study_name)
+    storage: str = setting(dataclasses.MISSING, "the study store's URL (default sqlite:///studies/<name>.db)",
+                           table="study", parse=lambda ctx, table, key, value: value)  # checked with the name
+    backend: str = setting("optuna", "the search backend", choices=BACKENDS, table="study")
+    sampler: str = setting("nsga2", "the sampler", choices=SAMPLERS, table="study")
+    trials: int | None = setting(20, "trials to run (with timeout_s: whichever ends first)", min=1, table="study")
+    timeout_s: float | None = setting(None, "stop starting trials after this many seconds", gt=0.0, table="study")
+    seed: int = setting(0, "seeds the sampler and the training", min=0, table="study")
+    workers: int = setting(1, "worker processes", min=1, max=256, table="study")
+    data: DataSpec = setting(DataSpec(), "the dataset")
+    space: SpaceSpec = setting(SpaceSpec(), "the search space")
+    objectives: tuple[Objective, ...] = setting(
+        (Objective("accuracy", "maximize"), Objective("flops", "minimize")),
+        "objective names, or a table with names and reference_point", parse=_objectives)
+    reference_point: tuple[float, ...] | None = setting(None, "the hypervolume reference point", table=None)
+    constraints: ConstraintsSpec = setting(ConstraintsSpec(), "the budget")
+    latency: LatencySpec = setting(LatencySpec(), "how latency is measured")
+    evaluator: EvaluatorSpec = setting(EvaluatorSpec(), "how candidates are scored")
+    presets: PresetsSpec = setting(PresetsSpec(), "reference architectures")
+    ray: RaySpec = setting(RaySpec(), "the Ray backend")
+    path: str | None = setting(None, "the file this spec was read from", table=None)
 
     @property
     def objective_names(self) -> list[str]:
@@ -266,337 +576,19 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-# --- parsing helpers ---------------------------------------------------------------------
-def parse_count(value: Any, what: str) -> int:
-    """``"50M"`` / ``"1.3G"`` / ``"800K"`` / ``12000000`` -> an int count."""
-    if isinstance(value, bool):
-        raise NasError(f"{what} must be a number like 50M or 1.3G, got {value!r}")
-    if isinstance(value, (int, float)):
-        if value <= 0:
-            raise NasError(f"{what} must be positive, got {value!r}")
-        return int(value)
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*([kKmMgGtT]?)\s*", value)
-        if m:
-            n = float(m.group(1)) * _SI[m.group(2).upper()]
-            if n > 0:
-                return int(round(n))
-    raise NasError(f"{what} must be a positive count like 50M, 1.3G or 800K, got {value!r}")
 
-
-def format_count(n: float | int | None) -> str:
-    """12_300_000 -> ``"12.3M"``."""
-    if n is None:
-        return "-"
-    n = float(n)
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return f"{n:.0f}"
-
-
-class _Ctx:
-    """Where we are in the file, to name the file, the table and the line in errors."""
-
-    def __init__(self, path: str, text: str) -> None:
-        self.path, self.lines = path, text.splitlines()
-
-    def line_of(self, key: str, table: str) -> int | None:
-        """Best effort: the line where ``key`` is assigned (after ``[table]`` if present)."""
-        start = 0
-        if table:
-            header = re.compile(r"^\s*\[\s*" + re.escape(table) + r"\s*\]")
-            for i, line in enumerate(self.lines):
-                if header.match(line):
-                    start = i
-                    break
-        pat = re.compile(r"(^|[\s{,])" + re.escape(key) + r"\s*=")
-        for i in range(start, len(self.lines)):
-            if pat.search(self.lines[i].split("#", 1)[0]):
-                return i + 1
-        for i, line in enumerate(self.lines):  # e.g. dotted keys or [table.key] headers
-            if re.search(r"\b" + re.escape(key) + r"\b", line.split("#", 1)[0]):
-                return i + 1
-        return None
-
-    def error(self, table: str, key: str | None, msg: str) -> NasError:
-        line = self.line_of(key, table) if key else None
-        where = f"{self.path}" + (f", line {line}" if line else "")
-        scope = f"[{table}] " if table else ""
-        return NasError(f"{where}: {scope}{msg}")
-
-
-def _check_keys(ctx: _Ctx, table: str, d: dict[str, Any], allowed: list[str]) -> None:
-    for k in d:
-        if k not in allowed:
-            close = difflib.get_close_matches(k, allowed, n=1, cutoff=0.5)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ctx.error(table, k, f"unknown key {k!r}{hint}; valid keys: {', '.join(allowed)}")
-
-
-def _table(ctx: _Ctx, d: dict[str, Any], key: str, parent: str) -> dict[str, Any]:
-    v = d.get(key, {})
-    if not isinstance(v, dict):
-        raise ctx.error(parent, key, f"{key!r} must be a table ([{_join(parent, key)}]), got {type(v).__name__}")
-    return v
-
-
-def _join(a: str, b: str) -> str:
-    return f"{a}.{b}" if a else b
-
-
-def _typed(ctx: _Ctx, table: str, key: str, value: Any, kind: type | tuple, what: str) -> Any:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if isinstance(value, bool) and bool not in kinds:
-        raise ctx.error(table, key, f"{key!r} must be {what}, got {value!r}")
-    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, kinds):
-        raise ctx.error(table, key, f"{key!r} must be {what}, got {value!r}")
-    return value
-
-
-def _int(ctx: _Ctx, table: str, key: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
-    v = _typed(ctx, table, key, value, int, "an integer")
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        rng = f">= {lo}" if hi is None else f"between {lo} and {hi}"
-        raise ctx.error(table, key, f"{key!r} must be an integer {rng}, got {v}")
-    return v
-
-
-def _num(ctx: _Ctx, table: str, key: str, value: Any, lo: float | None = None, positive: bool = False) -> float:
-    v = _typed(ctx, table, key, value, float, "a number")
-    if positive and v <= 0:
-        raise ctx.error(table, key, f"{key!r} must be a positive number, got {v}")
-    if lo is not None and v < lo:
-        raise ctx.error(table, key, f"{key!r} must be >= {lo}, got {v}")
-    return v
-
-
-def _choice(ctx: _Ctx, table: str, key: str, value: Any, allowed: tuple[str, ...] | list[str]) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        close = difflib.get_close_matches(str(value), list(allowed), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ctx.error(table, key, f"{key!r} must be one of {', '.join(allowed)}; got {value!r}{hint}")
-    return value
-
-
-def _str_list(ctx: _Ctx, table: str, key: str, value: Any, allowed: list[str] | None = None,
-              registry: Any = None) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise ctx.error(table, key, f"{key!r} must be a non-empty list of names, got {value!r}")
-    for v in value:
-        if registry is not None and v not in registry:
-            raise ctx.error(table, key, f"{key!r}: {registry.unknown_message(v)}")
-        if allowed is not None and v not in allowed:
-            close = difflib.get_close_matches(v, allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ctx.error(table, key, f"{key!r}: {v!r} is not allowed{hint}; allowed: {', '.join(allowed)}")
-    return tuple(value)
-
-
-def _int_range(ctx: _Ctx, table: str, key: str, value: Any, lo: int = 1) -> IntRange:
-    """``[low, high]``, ``{low=, high=, step=}`` or a single int."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = [value, value]
-    if isinstance(value, list) and len(value) == 2:
-        value = {"low": value[0], "high": value[1]}
-    if not isinstance(value, dict):
-        raise ctx.error(table, key, f"{key!r} must be [low, high] or {{low=, high=, step=}}, got {value!r}")
-    _check_keys(ctx, table, value, ["low", "high", "step"])
-    low = _int(ctx, table, key, value.get("low"), lo)
-    high = _int(ctx, table, key, value.get("high", low), lo)
-    step = _int(ctx, table, key, value.get("step", 1), 1)
-    if high < low:
-        raise ctx.error(table, key, f"{key!r}: high={high} is below low={low}")
-    return IntRange(low, high, step)
-
-
-def _knob_range(ctx: _Ctx, table: str, name: str, value: Any, knob: Any) -> KnobRange:
-    """A knob's range from the file, checked against the operator's declared ``Knob`` type."""
-    t = knob.type
-    kind = {int: "int", float: "float", bool: "bool", str: "str"}.get(t)
-    if kind is None:
-        raise ctx.error(table, name, f"knob {name!r} has type {t.__name__}, which the search cannot vary; "
-                                     "leave it at its default")
-    if not isinstance(value, (list, dict)):
-        value = [value]
-    if isinstance(value, list):
-        if not value:
-            raise ctx.error(table, name, f"knob {name!r} needs at least one value")
-        out = []
-        for v in value:
-            ok = isinstance(v, t) and not (isinstance(v, bool) and t is not bool)
-            if t is float and isinstance(v, int) and not isinstance(v, bool):
-                v, ok = float(v), True
-            if not ok:
-                raise ctx.error(table, name, f"knob {name!r} takes {t.__name__} values, got {v!r}")
-            if kind in ("int", "float") and v <= 0 and name not in ("shift",):
-                raise ctx.error(table, name, f"knob {name!r} values must be positive, got {v!r}")
-            out.append(v)
-        return KnobRange(name, choices=tuple(dict.fromkeys(out)), kind=kind)
-    if kind not in ("int", "float"):
-        raise ctx.error(table, name, f"knob {name!r} is {t.__name__}: give a list of values, not a range")
-    _check_keys(ctx, table, value, ["low", "high", "step", "log"])
-    if "low" not in value or "high" not in value:
-        raise ctx.error(table, name, f"knob {name!r}: a range needs low and high")
-    low = _num(ctx, table, name, value["low"], positive=True)
-    high = _num(ctx, table, name, value["high"], positive=True)
-    if high < low:
-        raise ctx.error(table, name, f"knob {name!r}: high={high:g} is below low={low:g}")
-    if kind == "int" and (low != int(low) or high != int(high)):
-        raise ctx.error(table, name, f"knob {name!r} is an integer knob: low/high must be integers")
-    step = value.get("step")
-    if step is not None:
-        step = _num(ctx, table, name, step, positive=True)
-    log = bool(value.get("log", False))
-    return KnobRange(name, low=low, high=high, step=step, log=log, kind=kind)
-
-
-# --- sections ----------------------------------------------------------------------------
-def _parse_space(ctx: _Ctx, d: dict[str, Any]) -> SpaceSpec:
-    from operators import CHANNEL_MLPS, DOWNSAMPLERS, MIXERS, POS_ENCODINGS, STEMS
-
-    T = "space"
-    allowed = ["stems", "mixers", "pos", "shapes", "stages", "depth", "iso_depth", "width", "width_growth", "max_width",
-               "mlp", "mlp_ratio", "downsample", "head_pool", "layer_scale", "per_stage_mixer"]
-    _check_keys(ctx, T, d, allowed)
-    kw: dict[str, Any] = {}
-
-    # stems: list of {kind, patch_size=[...], knob=...} or a list of names
-    if "stems" in d:
-        raw = d["stems"]
-        if isinstance(raw, dict):
-            raw = [{"kind": k, **(v if isinstance(v, dict) else {})} for k, v in raw.items()]
-        if isinstance(raw, str):
-            raw = [raw]
-        if not isinstance(raw, list) or not raw:
-            raise ctx.error(T, "stems", "'stems' must be a list like [{kind=\"patchify\", patch_size=[2, 4]}]")
-        stems = []
-        for s in raw:
-            if isinstance(s, str):
-                s = {"kind": s}
-            if not isinstance(s, dict) or "kind" not in s:
-                raise ctx.error(T, "stems", f"each stem needs a kind (one of {', '.join(STEMS.names())}), got {s!r}")
-            kind = s["kind"]
-            if kind not in STEMS:
-                raise ctx.error(T, "stems", STEMS.unknown_message(kind))
-            cls = STEMS.get(kind)
-            known = cls.knobs()
-            _check_keys(ctx, T, s, ["kind", "patch_size", *known])
-            ps = s.get("patch_size", [4])
-            ps = [ps] if isinstance(ps, int) else ps
-            if not isinstance(ps, list) or not ps or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in ps):
-                raise ctx.error(T, "patch_size", f"stem {kind!r}: patch_size must be a positive int or a list of them, got {ps!r}")
-            knobs = tuple(_knob_range(ctx, T, k, v, known[k]) for k, v in s.items() if k in known)
-            for p in ps:
-                for combo in _knob_combos(knobs):
-                    if (why := cls.check(p, combo)) is not None:
-                        raise ctx.error(T, "stems", f"stem {kind!r} with patch_size={p}: {why}")
-            stems.append(StemSpace(kind, tuple(ps), knobs))
-        kw["stems"] = tuple(stems)
-
-    # mixers: list of names, or table name -> {knob = range}
-    if "mixers" in d:
-        raw = d["mixers"]
-        if isinstance(raw, str):
-            raw = [raw]
-        if isinstance(raw, list):
-            raw = {name: {} for name in raw if isinstance(name, str)} if all(isinstance(n, str) for n in raw) else None
-        if not isinstance(raw, dict) or not raw:
-            raise ctx.error(T, "mixers", "'mixers' must be a list of mixer names or [space.mixers.<name>] tables")
-        mixers = []
-        for name, knobs in raw.items():
-            if name not in MIXERS:
-                raise ctx.error(_join(T, "mixers"), name, MIXERS.unknown_message(name))
-            if not isinstance(knobs, dict):
-                raise ctx.error(_join(T, "mixers"), name, f"mixer {name!r} must map knob names to ranges, got {knobs!r}")
-            known = MIXERS.get(name).knobs()
-            table = f"space.mixers.{name}"
-            for k in knobs:
-                if k not in known:
-                    close = difflib.get_close_matches(k, list(known), n=1, cutoff=0.5)
-                    hint = f" (did you mean {close[0]!r}?)" if close else ""
-                    raise ctx.error(table, k, f"mixer {name!r} has no knob {k!r}{hint}; its knobs: "
-                                              f"{', '.join(known) or 'none'}")
-            mixers.append(MixerSpace(name, tuple(_knob_range(ctx, table, k, v, known[k]) for k, v in knobs.items())))
-        kw["mixers"] = tuple(mixers)
-
-    if "pos" in d:
-        kw["pos"] = _str_list(ctx, T, "pos", d["pos"], registry=POS_ENCODINGS)
-    if "shapes" in d:
-        kw["shapes"] = _str_list(ctx, T, "shapes", d["shapes"], allowed=list(SHAPES))
-    if "stages" in d:
-        kw["stages"] = _int_range(ctx, T, "stages", d["stages"], lo=1)
-        if kw["stages"].high > 4:
-            raise ctx.error(T, "stages", f"'stages' must be between 1 and 4 (a genome has at most 4), got {kw['stages'].high}")
-    if "depth" in d:
-        kw["depth"] = _int_range(ctx, T, "depth", d["depth"], lo=1)
-    if "iso_depth" in d:
-        kw["iso_depth"] = _int_range(ctx, T, "iso_depth", d["iso_depth"], lo=1)
-    if "width" in d:
-        kw["width"] = _int_range(ctx, T, "width", d["width"], lo=1)
-    if "width_growth" in d:
-        v = d["width_growth"]
-        v = [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
-        if not isinstance(v, list) or not v or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 1 for x in v):
-            raise ctx.error(T, "width_growth", f"'width_growth' must be numbers >= 1 (e.g. [1.5, 2]), got {d['width_growth']!r}")
-        kw["width_growth"] = tuple(float(x) for x in v)
-    if "max_width" in d:
-        kw["max_width"] = _int(ctx, T, "max_width", d["max_width"], 1)
-    if "mlp" in d:
-        kw["mlp"] = _str_list(ctx, T, "mlp", d["mlp"], registry=CHANNEL_MLPS)
-    if "mlp_ratio" in d:
-        v = d["mlp_ratio"]
-        v = [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
-        if not isinstance(v, list) or not v or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v):
-            raise ctx.error(T, "mlp_ratio", f"'mlp_ratio' must be positive numbers (e.g. [2, 4]), got {d['mlp_ratio']!r}")
-        kw["mlp_ratio"] = tuple(float(x) for x in v)
-    if "downsample" in d:
-        ds = _str_list(ctx, T, "downsample", d["downsample"], registry=DOWNSAMPLERS)
-        if "none" in ds:
-            raise ctx.error(T, "downsample", "a pyramid downsamples between stages: 'none' is not allowed here; "
-                                             f"allowed: {', '.join(n for n in DOWNSAMPLERS.names() if n != 'none')}")
-        kw["downsample"] = ds
-    if "head_pool" in d:
-        kw["head_pool"] = _str_list(ctx, T, "head_pool", d["head_pool"], allowed=["avg", "cls"])
-    if "layer_scale" in d:
-        v = d["layer_scale"]
-        v = v if isinstance(v, list) else [v]
-        out = []
-        for x in v:
-            if x in ("none", False):
-                out.append(None)
-            elif isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0:
-                out.append(float(x))
-            else:
-                raise ctx.error(T, "layer_scale", f"'layer_scale' values must be positive numbers or \"none\", got {x!r}")
-        kw["layer_scale"] = tuple(out)
-    if "per_stage_mixer" in d:
-        kw["per_stage_mixer"] = _typed(ctx, T, "per_stage_mixer", d["per_stage_mixer"], bool, "true or false")
-    return SpaceSpec(**kw)
-
-
-def _knob_combos(knobs: tuple[KnobRange, ...]) -> list[dict[str, Any]]:
-    combos: list[dict[str, Any]] = [{}]
-    for k in knobs:
-        combos = [{**c, k.name: v} for c in combos for v in k.values()]
-    return combos[:64]
-
-
-def _parse_objectives(ctx: _Ctx, d: Any) -> tuple[tuple[Objective, ...], tuple[float, ...] | None]:
+# --- parsing -------------------------------------------------------------------------------
+def _parse_objectives(ctx: Ctx, d: Any) -> tuple[tuple[Objective, ...], tuple[float, ...] | None]:
     """``objectives = ["accuracy", "flops"]`` or ``[objectives] names=[...], reference_point={...}``."""
     T = "objectives"
     ref_raw = None
     if isinstance(d, dict):
-        _check_keys(ctx, T, d, ["names", "reference_point"])
+        check_keys(ctx, T, d, ["names", "reference_point"])
         names = d.get("names", ["accuracy", "flops"])
         ref_raw = d.get("reference_point")
     else:
         names = d
-    names = _str_list(ctx, T, "names" if isinstance(d, dict) else "objectives", names, allowed=list(OBJECTIVES))
+    names = str_list(ctx, T, "names" if isinstance(d, dict) else "objectives", names, allowed=list(OBJECTIVES))
     if len(set(names)) != len(names):
         raise ctx.error(T, "names", f"objectives repeat a name: {list(names)}")
     objectives = tuple(Objective(n, OBJECTIVES[n]) for n in names)
@@ -604,7 +596,7 @@ def _parse_objectives(ctx: _Ctx, d: Any) -> tuple[tuple[Objective, ...], tuple[f
     if ref_raw is not None:
         if not isinstance(ref_raw, dict):
             raise ctx.error(T, "reference_point", "'reference_point' must be a table like {accuracy = 0.0, flops = \"10M\"}")
-        _check_keys(ctx, T, ref_raw, list(names))
+        check_keys(ctx, T, ref_raw, list(names))
         missing = [n for n in names if n not in ref_raw]
         if missing:
             raise ctx.error(T, "reference_point", f"'reference_point' needs a value for every objective; missing: {', '.join(missing)}")
@@ -614,7 +606,7 @@ def _parse_objectives(ctx: _Ctx, d: Any) -> tuple[tuple[Objective, ...], tuple[f
             if n in ("flops", "params"):
                 vals.append(float(parse_count(v, f"reference_point.{n}")))
             else:
-                vals.append(_num(ctx, T, n, v))
+                vals.append(num_value(ctx, T, n, v))
         ref = tuple(vals)
     return objectives, ref
 
@@ -638,146 +630,33 @@ def parse_study(text: str, path: str = "<study>", base_dir: str | Path | None = 
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
         where = f"{path}, line {m.group(1)}, column {m.group(2)}" if m else path
         raise NasError(f"{where}: not valid TOML: {msg}") from None
-    ctx = _Ctx(path, text)
-    top = ["study", "data", "space", "objectives", "constraints", "latency", "evaluator", "presets", "ray"]
-    _check_keys(ctx, "", raw, top)
+    ctx = Ctx(path, text)
+    fields = dataclasses.fields(StudySpec)
+    scalars = [f.name for f in fields if f.metadata.get("table") == "study"]
+    tables = [f.name for f in fields if "table" not in f.metadata]  # data, space, objectives, ...
+    check_keys(ctx, "", raw, ["study", *tables])
 
-    s = _table(ctx, raw, "study", "")
-    study_keys = ["name", "storage", "backend", "sampler", "trials", "timeout_s", "seed", "workers"]
-    _check_keys(ctx, "study", s, study_keys)
+    s = table_of(ctx, raw, "study", "")
     if "name" not in s:
+        check_keys(ctx, "study", s, scalars)
         raise ctx.error("study", None, "needs name = \"...\" (letters, digits, '_', '-')")
-    name = s["name"]
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
-        raise ctx.error("study", "name", f"'name' must be letters, digits, '_', '-', '.', got {name!r}")
-    kw: dict[str, Any] = {"name": name, "path": path}
+    kw = parse_fields(ctx, "study", s, StudySpec, only=scalars)
+    name = kw["name"]
     storage = s.get("storage", f"sqlite:///studies/{name}.db")
     if not isinstance(storage, str) or "://" not in storage:
         raise ctx.error("study", "storage", f"'storage' must be a database URL like sqlite:///studies/{name}.db "
                                             f"or postgresql://user@host/db, got {storage!r}")
     kw["storage"] = resolve_storage_url(storage, base_dir)
-    if "backend" in s:
-        kw["backend"] = _choice(ctx, "study", "backend", s["backend"], BACKENDS)
-    if "sampler" in s:
-        kw["sampler"] = _choice(ctx, "study", "sampler", s["sampler"], SAMPLERS)
-    if "trials" in s:
-        kw["trials"] = _int(ctx, "study", "trials", s["trials"], 1)
-    if "timeout_s" in s:
-        kw["timeout_s"] = _num(ctx, "study", "timeout_s", s["timeout_s"], positive=True)
-    if "seed" in s:
-        kw["seed"] = _int(ctx, "study", "seed", s["seed"], 0)
-    if "workers" in s:
-        kw["workers"] = _int(ctx, "study", "workers", s["workers"], 1, 256)
-
-    dd = _table(ctx, raw, "data", "")
-    _check_keys(ctx, "data", dd, ["dataset", "root", "img_size", "subset", "num_classes"])
-    dkw: dict[str, Any] = {}
-    if "dataset" in dd:
-        dkw["dataset"] = _choice(ctx, "data", "dataset", dd["dataset"], DATASETS)
-    if "root" in dd:
-        dkw["root"] = _typed(ctx, "data", "root", dd["root"], str, "a directory path")
-    if "img_size" in dd:
-        dkw["img_size"] = _int(ctx, "data", "img_size", dd["img_size"], 4, 1024)
-    if "subset" in dd:
-        dkw["subset"] = _int(ctx, "data", "subset", dd["subset"], 1)
-    if "num_classes" in dd:
-        dkw["num_classes"] = _int(ctx, "data", "num_classes", dd["num_classes"], 2)
-    if dkw.get("dataset") in ("cifar10", "cifar100", "imagefolder") and not dkw.get("root"):
-        raise ctx.error("data", "dataset", f"dataset {dkw['dataset']!r} needs root = \"<directory>\"")
-    kw["data"] = DataSpec(**dkw)
-
-    kw["space"] = _parse_space(ctx, _table(ctx, raw, "space", ""))
-
-    if "objectives" in raw:
-        kw["objectives"], kw["reference_point"] = _parse_objectives(ctx, raw["objectives"])
-
-    c = _table(ctx, raw, "constraints", "")
-    _check_keys(ctx, "constraints", c, ["max_flops", "max_params", "max_latency_ms"])
-    ckw: dict[str, Any] = {}
-    for k in ("max_flops", "max_params"):
-        if k in c:
-            try:
-                ckw[k] = parse_count(c[k], k)
-            except NasError as e:
-                raise ctx.error("constraints", k, str(e)) from None
-    if "max_latency_ms" in c:
-        ckw["max_latency_ms"] = _num(ctx, "constraints", "max_latency_ms", c["max_latency_ms"], positive=True)
-    kw["constraints"] = ConstraintsSpec(**ckw)
-
-    lt = _table(ctx, raw, "latency", "")
-    _check_keys(ctx, "latency", lt, ["device", "batch", "dtype"])
-    lkw: dict[str, Any] = {}
-    if "device" in lt:
-        lkw["device"] = _choice(ctx, "latency", "device", lt["device"], ("cpu", "cuda"))
-    if "batch" in lt:
-        lkw["batch"] = _int(ctx, "latency", "batch", lt["batch"], 1)
-    if "dtype" in lt:
-        lkw["dtype"] = _choice(ctx, "latency", "dtype", lt["dtype"], ("float32", "float16", "bfloat16"))
-    kw["latency"] = LatencySpec(**lkw)
-
-    e = _table(ctx, raw, "evaluator", "")
-    ekeys = ["kind", "epochs", "batch_size", "lr", "weight_decay", "device", "threads", "time_limit_s", "zero_cost",
-             "recipe", "fidelity", "save_weights"]
-    _check_keys(ctx, "evaluator", e, ekeys)
-    ekw: dict[str, Any] = {}
-    if "kind" in e:
-        ekw["kind"] = _choice(ctx, "evaluator", "kind", e["kind"], EVALUATORS)
-    if "epochs" in e:
-        ekw["epochs"] = _int(ctx, "evaluator", "epochs", e["epochs"], 1)
-    if "batch_size" in e:
-        ekw["batch_size"] = _int(ctx, "evaluator", "batch_size", e["batch_size"], 1)
-    if "lr" in e:
-        ekw["lr"] = _num(ctx, "evaluator", "lr", e["lr"], positive=True)
-    if "weight_decay" in e:
-        ekw["weight_decay"] = _num(ctx, "evaluator", "weight_decay", e["weight_decay"], lo=0.0)
-    if "device" in e:
-        ekw["device"] = _choice(ctx, "evaluator", "device", e["device"], ("cpu", "cuda", "auto"))
-    if "threads" in e:
-        ekw["threads"] = _int(ctx, "evaluator", "threads", e["threads"], 1, 1024)
-    if "time_limit_s" in e:
-        ekw["time_limit_s"] = _num(ctx, "evaluator", "time_limit_s", e["time_limit_s"], positive=True)
-    if "zero_cost" in e:
-        ekw["zero_cost"] = _typed(ctx, "evaluator", "zero_cost", e["zero_cost"], str, "a zero-cost proxy name")
-    if "save_weights" in e:
-        ekw["save_weights"] = _typed(ctx, "evaluator", "save_weights", e["save_weights"], bool, "true or false")
-    if "recipe" in e:
-        r = _table(ctx, e, "recipe", "evaluator")
-        ekw["recipe"] = tuple(sorted(r.items()))
-    f = _table(ctx, e, "fidelity", "evaluator")
-    _check_keys(ctx, "evaluator.fidelity", f, ["pruner", "min_epochs", "reduction_factor"])
-    fkw: dict[str, Any] = {}
-    if "pruner" in f:
-        fkw["pruner"] = _choice(ctx, "evaluator.fidelity", "pruner", f["pruner"], PRUNERS)
-    if "min_epochs" in f:
-        fkw["min_epochs"] = _int(ctx, "evaluator.fidelity", "min_epochs", f["min_epochs"], 1)
-    if "reduction_factor" in f:
-        fkw["reduction_factor"] = _int(ctx, "evaluator.fidelity", "reduction_factor", f["reduction_factor"], 2)
-    ekw["fidelity"] = FidelitySpec(**fkw)
-    kw["evaluator"] = EvaluatorSpec(**ekw)
-
-    pr = _table(ctx, raw, "presets", "")
-    _check_keys(ctx, "presets", pr, ["names", "evaluate"])
-    pkw: dict[str, Any] = {}
-    if "names" in pr:
-        from search_space import PRESETS
-
-        pkw["names"] = _str_list(ctx, "presets", "names", pr["names"], allowed=list(PRESETS))
-    if "evaluate" in pr:
-        pkw["evaluate"] = _typed(ctx, "presets", "evaluate", pr["evaluate"], bool, "true or false")
-    kw["presets"] = PresetsSpec(**pkw)
-
-    ry = _table(ctx, raw, "ray", "")
-    _check_keys(ctx, "ray", ry, ["address", "cpus_per_trial", "gpus_per_trial", "max_concurrent"])
-    rkw: dict[str, Any] = {}
-    if "address" in ry:
-        rkw["address"] = _typed(ctx, "ray", "address", ry["address"], str, "a Ray address like \"auto\" or host:port")
-    if "cpus_per_trial" in ry:
-        rkw["cpus_per_trial"] = _num(ctx, "ray", "cpus_per_trial", ry["cpus_per_trial"], positive=True)
-    if "gpus_per_trial" in ry:
-        rkw["gpus_per_trial"] = _num(ctx, "ray", "gpus_per_trial", ry["gpus_per_trial"], lo=0.0)
-    if "max_concurrent" in ry:
-        rkw["max_concurrent"] = _int(ctx, "ray", "max_concurrent", ry["max_concurrent"], 1)
-    kw["ray"] = RaySpec(**rkw)
+    kw["path"] = path
+    for key in tables:
+        if key == "objectives":
+            if key in raw:
+                kw["objectives"], kw["reference_point"] = _parse_objectives(ctx, raw[key])
+            continue
+        kw.update(parse_fields(ctx, "", {key: table_of(ctx, raw, key, "")}, StudySpec, only=[key]))
+    data = kw["data"]
+    if data.dataset in ("cifar10", "cifar100", "imagefolder") and not data.root:
+        raise ctx.error("data", "dataset", f"dataset {data.dataset!r} needs root = \"<directory>\"")
 
     spec = StudySpec(**kw)
     if overrides:
@@ -786,7 +665,7 @@ def parse_study(text: str, path: str = "<study>", base_dir: str | Path | None = 
     return spec
 
 
-def _check_whole(ctx: _Ctx, spec: StudySpec) -> None:
+def _check_whole(ctx: Ctx, spec: StudySpec) -> None:
     """Rules that span sections."""
     if spec.trials is None and spec.timeout_s is None:
         raise ctx.error("study", "trials", "give a budget: trials = N and/or timeout_s = seconds")
@@ -816,32 +695,6 @@ def default_storage_for(name: str) -> str:
 
 
 def spec_from_dict(d: dict[str, Any]) -> StudySpec:
-    """Rebuild a ``StudySpec`` from ``json.loads(spec.to_json())`` (as stored on a study)."""
-
-    def tup(x: Any) -> Any:
-        return tuple(tup(v) for v in x) if isinstance(x, list) else x
-
-    def knob(k: dict[str, Any]) -> KnobRange:
-        return KnobRange(**{**k, "choices": tup(k["choices"]) if k.get("choices") is not None else None})
-
-    sp = dict(d["space"])
-    space = SpaceSpec(
-        stems=tuple(StemSpace(s["kind"], tuple(s["patch_sizes"]), tuple(knob(k) for k in s["knobs"])) for s in sp["stems"]),
-        mixers=tuple(MixerSpace(m["name"], tuple(knob(k) for k in m["knobs"])) for m in sp["mixers"]),
-        stages=IntRange(**sp["stages"]), depth=IntRange(**sp["depth"]), iso_depth=IntRange(**sp["iso_depth"]),
-        width=IntRange(**sp["width"]),
-        **{k: tup(v) for k, v in sp.items() if k not in ("stems", "mixers", "stages", "depth", "iso_depth", "width")},
-    )
-    ev = dict(d["evaluator"])
-    evaluator = EvaluatorSpec(**{**ev, "recipe": tuple(tuple(kv) for kv in ev.get("recipe", [])),
-                                 "fidelity": FidelitySpec(**ev["fidelity"])})
-    ref = d.get("reference_point")
-    return StudySpec(
-        name=d["name"], storage=d["storage"], backend=d["backend"], sampler=d["sampler"], trials=d["trials"],
-        timeout_s=d["timeout_s"], seed=d["seed"], workers=d["workers"], data=DataSpec(**d["data"]), space=space,
-        objectives=tuple(Objective(**o) for o in d["objectives"]),
-        reference_point=tuple(ref) if ref is not None else None,
-        constraints=ConstraintsSpec(**d["constraints"]), latency=LatencySpec(**d["latency"]),
-        evaluator=evaluator, presets=PresetsSpec(names=tuple(d["presets"]["names"]), evaluate=d["presets"]["evaluate"]),
-        ray=RaySpec(**d["ray"]), path=d.get("path"),
-    )
+    """Rebuild a ``StudySpec`` from ``json.loads(spec.to_json())`` (as stored on a study), by its
+    fields' types; fields an older stored spec lacks keep their defaults."""
+    return from_plain(StudySpec, d)
