@@ -75,7 +75,7 @@ class DashboardState:
             fp = self.store.fingerprint(info)
         except D.StoreError as e:
             return f"error:{e}"
-        return "|".join(fp) + f"|refs={len(D._REF_MEMO)}"
+        return "|".join(fp) + f"|refs={D.cached_reference_count()}"
 
     def data(self, study: str) -> D.StudyData:
         """The study's data, re-read only when its fingerprint changed."""

@@ -156,7 +156,9 @@ def test_parameter_importance_per_objective(store_url):
 
 def test_reference_points(store_url, tmp_path, monkeypatch):
     monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(D, "_REF_MEMO", {})
+    from nas.dashboard import references
+
+    monkeypatch.setattr(references, "_REF_MEMO", {})
     data = D.load_study_data(D.Store(store_url), "demo")
     refs = {r["name"]: r for r in D.reference_points(data.info, data.records,
                                                      ["preset:deit_tiny", "preset:pvt_v2_b0", "timm:resnet18"])}
@@ -376,3 +378,20 @@ def test_store_written_by_the_search(tmp_path):
     info = build_report(url, "tiny", tmp_path / "r.html", count_references=False)
     assert info["front"] == len(data.front)
     assert _digest(url) == before
+
+
+def test_stage_profile_goes_through_the_evaluators():
+    """Per-stage costs are ``evaluators.screen``'s, equal to counting the built model stage by
+    stage; per-stage latency is ``evaluators.latency.measure_parts``'s, one positive figure a stage."""
+    from evaluators import count_flops, count_params
+    from search_space import build_model, get_preset
+
+    g = get_preset("pvt_v2_b0").replace(img_size=64, num_classes=10)
+    flops, params = D.stage_costs(g.to_json())
+    model = build_model(g).eval()
+    fc = count_flops(model, input_size=(3, 64, 64))
+    assert flops == [fc.module(f"stages.{i}") for i in range(4)]
+    assert params == [int(count_params(s)) for s in model.stages]
+    assert D.stage_costs(g.to_json(), 32)[0] == list(__import__("evaluators").screen(g, 32).flops_per_stage)
+    lat = D.stage_latency(g.to_json(), repeats=2, warmup=1)
+    assert len(lat) == 4 and all(isinstance(t, float) and t > 0 for t in lat)
