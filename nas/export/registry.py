@@ -114,7 +114,9 @@ def _register(name: str, entry: dict[str, Any]) -> None:
 
 
 def register_exports() -> list[str]:
-    """Register every recorded export with timm; returns the names. Runs when this module is imported."""
+    """Register every recorded export with timm; returns the names. Reads the registry file
+    (``registry_path()``); importing ``nas.export`` does not call it, so call it before
+    ``timm.create_model("<exported name>")`` in a new process."""
     names = []
     for name, entry in _read_registry().items():
         try:

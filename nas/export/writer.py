@@ -34,7 +34,7 @@ def export_genome(
     """Write the export folder ``out`` for ``spec`` (see the module docstring); returns its path.
 
     ``weights``: a state dict or a file (safetensors or torch) that must fit the genome exactly.
-    ``force`` replaces an existing ``out``. ``register`` records ``name`` so ``import nas.export``
+    ``force`` replaces an existing ``out``. ``register`` records ``name`` so ``nas.export.register_exports()``
     registers it with timm in later processes. ``self_check`` builds the standalone file's model
     and checks it gives the package model's outputs.
     """
