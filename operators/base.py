@@ -158,6 +158,33 @@ def attend(
     return out
 
 
+def cover_pad(size: int, kernel: int, stride: int, padding: int = 0) -> int:
+    """Extra zeros needed after the end of a side of ``size`` pixels so that a sliding window
+    (``kernel``, ``stride``, symmetric ``padding``) reaches every pixel; 0 when none are missed.
+
+    A strided conv or unfold ends at its last whole window, so when the stride does not divide
+    the padded side the last pixels are silently ignored. Padding by this amount adds one window
+    instead (timm's ``PatchEmbed(dynamic_img_pad=True)`` for ``kernel == stride``).
+    """
+    length = size + 2 * padding
+    if length < kernel:
+        return kernel - length
+    last = (length - kernel) // stride * stride + kernel - 1  # last padded position a window sees
+    return 0 if last >= padding + size - 1 else (-(length - kernel)) % stride
+
+
+def pad_to_cover(x: torch.Tensor, kernel: int, stride: int, padding: int = 0, *,
+                 channels_last: bool = False) -> torch.Tensor:
+    """Zero-pad the bottom and right of ``x`` (``(B, C, H, W)``, or ``(B, H, W, C)`` with
+    ``channels_last``) by ``cover_pad`` so a (``kernel``, ``stride``, ``padding``) window sees
+    every pixel. Returns ``x`` itself when nothing would be missed."""
+    H, W = (x.shape[1], x.shape[2]) if channels_last else (x.shape[-2], x.shape[-1])
+    ph, pw = cover_pad(H, kernel, stride, padding), cover_pad(W, kernel, stride, padding)
+    if not ph and not pw:
+        return x
+    return F.pad(x, (0, 0, 0, pw, 0, ph) if channels_last else (0, pw, 0, ph))
+
+
 def make_attn_pos(name: str, *, dim: int, num_heads: int, grid_size: tuple[int, int]) -> AttnPosEncoding | None:
     """Build the attention-internal encoding ``name`` (None for ``"none"`` or a grid encoding)."""
     from operators.registry import POS_ENCODINGS
