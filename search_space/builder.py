@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from timm.layers import trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+from timm.models._features import FeatureGetterNet, feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 from torch import nn
 
@@ -119,7 +119,8 @@ class NasNet(nn.Module):
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         return dict(stem=r"^stem", blocks=r"^stages\.(\d+)" if coarse else [
-            (r"^stages\.(\d+)\.downsample", (0,)), (r"^stages\.(\d+)\.blocks\.(\d+)", None), (r"^norm", (99999,))])
+            (r"^stages\.(\d+)\.(?:downsample|pos)", (0,)), (r"^stages\.(\d+)\.blocks\.(\d+)", None),
+            (r"^norm", (99999,))])
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -187,6 +188,36 @@ class NasNet(nn.Module):
         return take
 
 
+TRAINING_HOOKS = ("set_grad_checkpointing", "no_weight_decay", "group_matcher")
+
+
+class NasFeatureNet(FeatureGetterNet):
+    """timm's ``FeatureGetterNet`` (``features_only=True``) that keeps the wrapped ``NasNet``'s
+    training hooks: ``set_grad_checkpointing``, ``no_weight_decay`` and ``group_matcher`` answer
+    for the wrapper's own parameter names (``model.<name>``), so timm's optimizer factory, layer
+    decay and gradient checkpointing work on a features model as on the classifier.
+    """
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.model.set_grad_checkpointing(enable)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {f"model.{name}" for name in self.model.no_weight_decay()}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        def under_model(pattern: Any) -> Any:
+            if isinstance(pattern, str):
+                return r"^model\." + pattern.removeprefix("^")
+            if isinstance(pattern, tuple) and pattern and isinstance(pattern[0], str):
+                return (under_model(pattern[0]), *pattern[1:])
+            return [under_model(p) for p in pattern]
+
+        return {k: under_model(v) for k, v in self.model.group_matcher(coarse).items()}
+
+
 def _init_weights(m: nn.Module) -> None:
     if isinstance(m, nn.Linear):
         trunc_normal_(m.weight, std=0.02)
@@ -249,7 +280,7 @@ def create_nasnet(variant: str, spec: ArchSpec | dict | str, pretrained: bool = 
     return build_model_with_cfg(
         NasNet, variant, pretrained, spec=spec, pretrained_cfg_overlay=overlay,
         num_classes=spec.num_classes, in_chans=spec.in_chans,
-        feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(len(spec.stages)))), **kwargs,
+        feature_cfg=dict(feature_cls=NasFeatureNet, out_indices=tuple(range(len(spec.stages)))), **kwargs,
     )
 
 
