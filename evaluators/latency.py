@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from evaluators.isolation import kept_state, measured_copy
 from nas.errors import NasError
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -180,6 +181,8 @@ def measure_module(module: nn.Module, input_shape: tuple[int, ...], *, device: s
     """Time ``module`` on a random ``(batch, *input_shape)`` input; returns (samples_ms, threads).
 
     ``memory_format="channels_last"`` applies to 4-D ``(B, C, H, W)`` inputs and to the module.
+    ``module`` itself is left as it was (a converted copy is timed when the dtype, device or
+    memory format differ; its train/eval flags are restored).
     """
     dev = resolve_device(device)
     _, tdtype = resolve_dtype(dtype)
@@ -187,13 +190,14 @@ def measure_module(module: nn.Module, input_shape: tuple[int, ...], *, device: s
         raise NasError(f"unknown memory format {memory_format!r}; use {' or '.join(MEMORY_FORMATS)}")
     if clock not in CLOCKS:
         raise NasError(f"unknown clock {clock!r}; use {' or '.join(CLOCKS)}")
-    module = module.to(device=dev, dtype=tdtype).eval()
     x = torch.randn(batch, *input_shape, device=dev, dtype=tdtype)
-    if memory_format == "channels_last" and x.dim() == 4:
-        module = module.to(memory_format=torch.channels_last)
+    fmt = memory_format if x.dim() == 4 else "contiguous"
+    if fmt == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
-    with _Threads(threads if dev.type == "cpu" else None) as n_threads, torch.inference_mode():
-        samples = time_callable(lambda: module(x), dev, warmup, repeats, min_warmup_s, clock)
+    with kept_state(module):  # the caller's module keeps its dtype, device, format and modes
+        work = measured_copy(module, dev, tdtype, fmt).eval()
+        with _Threads(threads if dev.type == "cpu" else None) as n_threads, torch.inference_mode():
+            samples = time_callable(lambda: work(x), dev, warmup, repeats, min_warmup_s, clock)
     return samples, n_threads
 
 
@@ -372,11 +376,18 @@ def measure_parts(model: nn.Module, input_shape: tuple[int, ...], parts: list[st
 
     The inputs are captured by forward pre-hooks during one pass of ``model`` on a random
     ``(batch, *input_shape)`` tensor; a part that is called more than once, or not at all, is
-    left out.
+    left out. ``model`` itself is left as it was (see ``measure_module``).
     """
     dev = resolve_device(device)
     _, tdtype = resolve_dtype(dtype)
-    model = model.to(device=dev, dtype=tdtype).eval()
+    with kept_state(model):
+        return _measure_parts(measured_copy(model, dev, tdtype).eval(), input_shape, parts, dev, batch, tdtype,
+                              warmup, repeats, threads, clock)
+
+
+def _measure_parts(model: nn.Module, input_shape: tuple[int, ...], parts: list[str], dev: torch.device, batch: int,
+                   tdtype: torch.dtype, warmup: int, repeats: int, threads: int | None,
+                   clock: str) -> dict[str, float]:
     modules = dict(model.named_modules())
     captured: dict[str, list] = {}
     handles = []

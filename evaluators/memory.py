@@ -19,12 +19,14 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from evaluators.isolation import kept_state
 from nas.errors import NasError
 
 OPTIMIZER_STATES = {"adamw": 2, "adam": 2, "sgd": 1, "sgd_nomomentum": 0}
@@ -89,7 +91,8 @@ def training_memory(
     Args:
         model_or_spec: a genome (``ArchSpec``/dict/JSON; the CPU estimate needs no weights) or an
             ``nn.Module`` taking ``(B, C, H, W)`` (the CPU estimate then runs it on meta copies
-            of its inputs only if it was built on meta, else for real at this batch).
+            of its inputs only if it was built on meta, else for real at this batch). A module
+            is left as it was: training steps and train-mode forwards run on a copy.
         device: ``"cuda"`` measures on the GPU; ``"cpu"`` estimates (see the module docstring).
         optimizer: ``adamw``/``adam`` (2 states per weight), ``sgd`` (momentum: 1), ``sgd_nomomentum``.
     """
@@ -133,11 +136,9 @@ def training_memory(
         x = torch.empty(batch, chans, size, size, device="meta" if on_meta else "cpu", dtype=dtype)
         if not on_meta:
             x.normal_()
-        was = model.training
-        try:
-            acts, out_bytes = saved_activation_bytes(model, x)
-        finally:
-            model.train(was)
+        # a training-mode forward updates BatchNorm statistics: run a copy (meta models have no data)
+        with kept_state(model):
+            acts, out_bytes = saved_activation_bytes(model if on_meta else copy.deepcopy(model), x)
     weights = n_params * elem
     opt = weights * OPTIMIZER_STATES[optimizer]
     peak = weights + weights + opt + acts + out_bytes
@@ -149,7 +150,8 @@ def _cuda_peak(model_or_spec: Any, batch: int, size: int, dev: torch.device, opt
                dtype: torch.dtype) -> MemoryEstimate:  # pragma: no cover - needs a GPU
     from search_space.builder import build_model
 
-    model = model_or_spec if isinstance(model_or_spec, nn.Module) else build_model(model_or_spec)
+    # the two optimizer steps change the weights: a caller's module is measured as a copy
+    model = copy.deepcopy(model_or_spec) if isinstance(model_or_spec, nn.Module) else build_model(model_or_spec)
     model = model.to(dev, dtype=dtype).train()
     n_params = sum(p.numel() for p in model.parameters())
     elem = torch.empty((), dtype=dtype).element_size()

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evaluators.data import LoadedData, norm_affine
+from evaluators.isolation import kept_state
 from nas.errors import NasError
 
 STATUSES = ("ok", "stopped", "diverged", "oom", "timeout")
@@ -189,9 +190,7 @@ def _resolve_device(name: str) -> torch.device:
 def forward_macs(model: nn.Module, in_chans: int, img_size: int) -> int | None:
     """Forward multiply-accumulates of one image (``evaluators.count_flops``; fvcore as a
     fallback while that is missing). None if the model cannot be traced."""
-    was_training = model.training
     try:
-        model.eval()
         try:
             from evaluators.flops import count_flops
         except ImportError:
@@ -202,13 +201,13 @@ def forward_macs(model: nn.Module, in_chans: int, img_size: int) -> int | None:
 
         p = next(model.parameters())
         x = torch.zeros(1, in_chans, img_size, img_size, device=p.device, dtype=p.dtype)
-        fca = FlopCountAnalysis(model, x)
-        fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        return int(fca.total())
+        with kept_state(model):
+            model.eval()
+            fca = FlopCountAnalysis(model, x)
+            fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            return int(fca.total())
     except Exception:  # a model fvcore cannot trace still trains; train_flops is then None
         return None
-    finally:
-        model.train(was_training)
 
 
 def cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:

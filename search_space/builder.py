@@ -92,7 +92,7 @@ class NasNet(nn.Module):
                                               **spec.stem.knob_dict)
         grids = spec.stage_grids()
         depths = [s.depth for s in spec.stages]
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # also under meta
         stages, in_dim, stride, self.feature_info = [], spec.stages[0].dim, spec.stem.patch_size, []
         for i, (s, grid) in enumerate(zip(spec.stages, grids)):
             stride *= DOWNSAMPLERS.get(s.downsample).stride if i else 1
