@@ -11,6 +11,7 @@ defaulted, and recorded in the genome.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import types
 import typing
@@ -35,6 +36,11 @@ class Knob:
 
 def operator_knobs(cls: type, skip: tuple[str, ...] = ()) -> dict[str, Knob]:
     """The keyword-only knobs of an operator class, read from its ``__init__`` signature."""
+    return dict(_operator_knobs(cls, skip))
+
+
+@functools.cache
+def _operator_knobs(cls: type, skip: tuple[str, ...]) -> dict[str, Knob]:
     hints = typing.get_type_hints(cls.__init__)
     knobs = {}
     for p in inspect.signature(cls.__init__).parameters.values():
@@ -66,6 +72,13 @@ class TokenMixer(nn.Module):
     @classmethod
     def knobs(cls) -> dict[str, Knob]:
         return operator_knobs(cls)
+
+    @classmethod
+    def canonical_knobs(cls, knobs: dict[str, Any], *, depth: int) -> dict[str, Any]:
+        """``knobs`` (every knob present) with those that cannot change a stage of ``depth``
+        blocks set to their defaults: the genome's canonical form hashes this. The base rule
+        changes nothing; mixers with context-dependent knobs override it."""
+        return knobs
 
     @classmethod
     def check(cls, dim: int, grid_size: tuple[int, int], knobs: dict[str, Any]) -> str | None:

@@ -12,6 +12,7 @@ JSON, so it is the same in every process and Python version. ``validate()`` rais
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -177,10 +178,42 @@ class ArchSpec:
             raise ValueError(f"the genome is not valid JSON: {e}") from None
         return cls.from_dict(d)
 
-    @property
+    @functools.cached_property
     def arch_id(self) -> str:
-        """sha1 of the canonical JSON: stable across processes and Python versions."""
-        return hashlib.sha1(self.to_json().encode()).hexdigest()
+        """sha1 of the canonical form's JSON (``canonical()``): stable across processes and
+        Python versions, and the same for every way of writing one network."""
+        return hashlib.sha1(self.canonical().to_json().encode()).hexdigest()
+
+    def canonical(self) -> ArchSpec:
+        """The canonical form of this genome: the same network written one way.
+
+        - every stem and mixer knob is present: a missing knob gets its constructor default
+          (read from the operator's signature, as validation reads it); a float knob given as
+          an int is a float (``2`` -> ``2.0``);
+        - knobs that cannot change the network are set to their defaults: a mixer's own rule
+          (``TokenMixer.canonical_knobs``: ``shift``/``shuffle`` of a one-block windowed stage,
+          ``focal_factor`` with one focal level);
+        - ``layer_scale`` 0 is None (both build no LayerScale).
+
+        Unknown names (an invalid genome) are left as they are, for ``validate`` to report.
+        ``arch_id`` hashes this form's ``to_json()``; a genome already canonical keeps its id.
+        """
+        from operators import MIXERS, STEMS
+
+        stem = self.stem
+        if stem.kind in STEMS:
+            stem = dataclasses.replace(stem, knobs=_filled_knobs(STEMS.get(stem.kind).knobs(), stem.knob_dict))
+        stages = []
+        for s in self.stages:
+            changes: dict[str, Any] = {}
+            if s.mixer in MIXERS:
+                mixer = MIXERS.get(s.mixer)
+                changes["mixer_knobs"] = mixer.canonical_knobs(_filled_knobs(mixer.knobs(), s.knob_dict),
+                                                               depth=s.depth)
+            if s.layer_scale is not None and s.layer_scale == 0:
+                changes["layer_scale"] = None
+            stages.append(dataclasses.replace(s, **changes) if changes else s)
+        return self.replace(stem=stem, stages=tuple(stages))
 
     # --- derived shapes ------------------------------------------------------------------
     @property
@@ -222,6 +255,18 @@ class ArchSpec:
 
         validate(self)
         return self
+
+
+def _filled_knobs(known: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` with every knob of ``known`` (name -> ``operators.base.Knob``) present: missing
+    ones at their default, ints given for float knobs as floats; unknown names kept."""
+    out = dict(given)
+    for name, knob in known.items():
+        v = out.get(name, knob.default)
+        if knob.type is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        out[name] = v
+    return out
 
 
 def _check_keys(d: Any, cls: type, where: str) -> None:
