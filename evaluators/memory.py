@@ -28,6 +28,7 @@ from torch import nn
 
 from evaluators.isolation import kept_state
 from nas.errors import NasError
+from search_space.genome import img_hw, img_size_value
 
 OPTIMIZER_STATES = {"adamw": 2, "adam": 2, "sgd": 1, "sgd_nomomentum": 0}
 
@@ -42,7 +43,7 @@ class MemoryEstimate:
     optimizer_bytes: int
     activations_bytes: int
     batch: int
-    img_size: int
+    img_size: int | tuple[int, int]  # N for a square, (H, W) otherwise
     method: str  # "cuda_max_memory_allocated" or "meta_saved_tensors"
 
     @property
@@ -81,7 +82,7 @@ def training_memory(
     model_or_spec: Any,
     batch: int,
     *,
-    img_size: int | None = None,
+    img_size: int | tuple[int, int] | None = None,
     device: str = "cpu",
     optimizer: str = "adamw",
     dtype: torch.dtype = torch.float32,
@@ -109,7 +110,8 @@ def training_memory(
         from search_space.builder import spec_at
 
         spec = spec_at(model_or_spec, img_size)
-    size = int(img_size or (spec.img_size if spec is not None else 224))
+    hw = img_hw(img_size or (spec.img_size if spec is not None else 224))
+    size = img_size_value(hw)  # N for a square, (H, W) otherwise
     if dev.type == "cuda":
         return _cuda_peak(model_or_spec if spec is None else spec, batch, size, dev, optimizer, dtype)
     elem = torch.empty((), dtype=dtype).element_size()
@@ -133,7 +135,7 @@ def training_memory(
         p0 = next(iter(model.parameters()), None)
         on_meta = p0 is not None and p0.device.type == "meta"
         chans = getattr(model, "in_chans", 3)
-        x = torch.empty(batch, chans, size, size, device="meta" if on_meta else "cpu", dtype=dtype)
+        x = torch.empty(batch, chans, *hw, device="meta" if on_meta else "cpu", dtype=dtype)
         if not on_meta:
             x.normal_()
         # a training-mode forward updates BatchNorm statistics: run a copy (meta models have no data)
@@ -146,7 +148,7 @@ def training_memory(
                           "meta_saved_tensors")
 
 
-def _cuda_peak(model_or_spec: Any, batch: int, size: int, dev: torch.device, optimizer: str,
+def _cuda_peak(model_or_spec: Any, batch: int, size: int | tuple[int, int], dev: torch.device, optimizer: str,
                dtype: torch.dtype) -> MemoryEstimate:  # pragma: no cover - needs a GPU
     from search_space.builder import build_model
 
@@ -159,7 +161,7 @@ def _cuda_peak(model_or_spec: Any, batch: int, size: int, dev: torch.device, opt
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9 if optimizer == "sgd" else 0.0)
-    x = torch.randn(batch, getattr(model, "in_chans", 3), size, size, device=dev, dtype=dtype)
+    x = torch.randn(batch, getattr(model, "in_chans", 3), *img_hw(size), device=dev, dtype=dtype)
     try:
         for step in range(2):  # the second step runs with the optimizer state allocated
             if step == 1:

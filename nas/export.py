@@ -335,7 +335,7 @@ def _count_flops(model: torch.nn.Module, spec: ArchSpec) -> int | None:
     try:
         from evaluators import count_flops
 
-        return int(count_flops(model, input_size=(spec.in_chans, spec.img_size, spec.img_size)))
+        return int(count_flops(model, input_size=(spec.in_chans, *spec.img_hw)))
     except Exception:  # noqa: BLE001 - the card says "not recorded" rather than failing the export
         return None
 
@@ -347,7 +347,7 @@ def _self_check(src, spec: ArchSpec, model: torch.nn.Module) -> None:
         other = mod.NasNet(spec.to_dict()).eval()
         other.load_state_dict(model.state_dict(), strict=True)
         g = torch.Generator().manual_seed(0)
-        x = torch.randn(2, spec.in_chans, spec.img_size, spec.img_size, generator=g)
+        x = torch.randn(2, spec.in_chans, *spec.img_hw, generator=g)
         with torch.no_grad():
             diff = (model(x) - other(x)).abs().max().item()
     except Exception as e:  # noqa: BLE001
@@ -439,8 +439,8 @@ An architecture found by attention NAS: `{spec.summary()}`.
 | | |
 |---|---|
 | Source | {origin} |
-| Input | {spec.in_chans} x {spec.img_size} x {spec.img_size}, {spec.num_classes} classes |
-| FLOPs (MACs) | {_fmt_count(info.flops)} at {spec.img_size} px |
+| Input | {spec.in_chans} x {spec.img_hw[0]} x {spec.img_hw[1]}, {spec.num_classes} classes |
+| FLOPs (MACs) | {_fmt_count(info.flops)} at {spec.img_hw[0]}x{spec.img_hw[1]} px |
 | Parameters | {_fmt_count(info.params)} ({info.params if info.params is not None else '?'}) |
 | Latency | {latency} |
 | Proxy accuracy | {accuracy} |

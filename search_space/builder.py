@@ -20,7 +20,7 @@ from torch import nn
 
 from operators import DOWNSAMPLERS, POS_ENCODINGS, STEMS, UnifiedBlock
 from operators.heads import ClassifierHead
-from search_space.genome import ArchSpec
+from search_space.genome import ArchSpec, ImgSize, img_hw, img_size_value
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -76,7 +76,7 @@ class NasNet(nn.Module):
         if in_chans is not None:
             changes["in_chans"] = int(in_chans)
         if img_size is not None:
-            changes["img_size"] = int(img_size if isinstance(img_size, int) else img_size[0])
+            changes["img_size"] = _img_size_arg(img_size)
         if global_pool in ("avg", "cls"):
             changes["head"] = spec.head.__class__(global_pool, spec.head.mlp_ratio, spec.head.drop_rate)
         if drop_rate is not None:
@@ -235,18 +235,29 @@ def _as_spec(spec: ArchSpec | dict[str, Any] | str) -> ArchSpec:
     raise ValueError(f"a genome must be an ArchSpec, a dict or a JSON string, got {type(spec).__name__}")
 
 
-def spec_at(spec: ArchSpec | dict[str, Any] | str, img_size: int | None = None) -> ArchSpec:
-    """A genome (ArchSpec, its dict or JSON) at ``img_size`` (default: its own), validated."""
+def _img_size_arg(img_size: Any) -> ImgSize:
+    """``img_size`` as given to ``create_model``/``build_model`` (``N``, ``(H, W)`` or ``[H, W]``)
+    in the genome's form; ``ValueError`` in one line for anything else."""
+    try:
+        img_hw(img_size)
+    except ValueError:
+        raise ValueError(f"img_size must be N (a square) or (H, W), got {img_size!r}") from None
+    return img_size_value(tuple(img_size) if isinstance(img_size, list) else img_size)
+
+
+def spec_at(spec: ArchSpec | dict[str, Any] | str, img_size: ImgSize | None = None) -> ArchSpec:
+    """A genome (ArchSpec, its dict or JSON) at ``img_size`` (``N`` or ``(H, W)``; default: its
+    own), validated."""
     spec = _as_spec(spec)
-    if img_size is not None and img_size != spec.img_size:
-        spec = spec.replace(img_size=int(img_size))
+    if img_size is not None and _img_size_arg(img_size) != spec.img_size:
+        spec = spec.replace(img_size=_img_size_arg(img_size))
     return spec.validate()
 
 
 def pretrained_cfg_for(spec: ArchSpec) -> dict[str, Any]:
     """timm pretrained_cfg entries that follow from a genome."""
     return dict(
-        input_size=(spec.in_chans, spec.img_size, spec.img_size), num_classes=spec.num_classes,
+        input_size=(spec.in_chans, *spec.img_hw), num_classes=spec.num_classes,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bicubic", crop_pct=0.9,
         first_conv=STEMS.get(spec.stem.kind).first_conv,
         classifier="head.fc.3" if spec.head.mlp_ratio else "head.fc",  # an MLP head's last Linear
@@ -261,8 +272,8 @@ def create_nasnet(variant: str, spec: ArchSpec | dict | str, pretrained: bool = 
     """
     spec = _as_spec(spec)
     changes = {k: kwargs.pop(k) for k in ("num_classes", "in_chans", "img_size") if kwargs.get(k) is not None}
-    if "img_size" in changes and not isinstance(changes["img_size"], int):
-        changes["img_size"] = int(changes["img_size"][0])
+    if "img_size" in changes:
+        changes["img_size"] = _img_size_arg(changes["img_size"])
     spec = spec.replace(**changes) if changes else spec
     overlay = pretrained_cfg_for(spec)
     source = kwargs.get("pretrained_cfg")

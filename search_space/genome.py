@@ -20,6 +20,31 @@ from typing import Any
 
 GENOME_VERSION = 1
 Knobs = tuple[tuple[str, Any], ...]
+ImgSize = int | tuple[int, int]
+
+
+def img_size_value(size: Any) -> Any:
+    """An image size as the genome stores it: ``int`` for a square, ``(H, W)`` otherwise
+    (``[32, 48]`` -> ``(32, 48)``, ``(32, 32)`` -> ``32``). Anything else is returned as is,
+    for the type check to report."""
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in size):
+        return size[0] if size[0] == size[1] else (size[0], size[1])
+    return size
+
+
+def img_hw(size: ImgSize) -> tuple[int, int]:
+    """``(H, W)`` of an image size given as ``N`` (a square) or ``(H, W)``.
+
+    Raises:
+        ValueError: anything else (e.g. three sides, a string).
+    """
+    size = img_size_value(size)
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size, size
+    if isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return size
+    raise ValueError(f"an image size is N (a square) or (H, W), got {size!r}")
 
 
 def _freeze_knobs(knobs: Any, where: str) -> Knobs:
@@ -121,10 +146,16 @@ class ArchSpec:
     head: HeadSpec = field(default_factory=HeadSpec)
     num_classes: int = 1000
     in_chans: int = 3
-    img_size: int = 224
+    img_size: ImgSize = 224
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
+        object.__setattr__(self, "img_size", img_size_value(self.img_size))
+
+    @property
+    def img_hw(self) -> tuple[int, int]:
+        """``(H, W)`` of ``img_size`` (which is ``N`` for a square, ``[H, W]`` in JSON otherwise)."""
+        return img_hw(self.img_size)
 
     # --- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -225,16 +256,19 @@ class ArchSpec:
             stride *= DOWNSAMPLERS.get(s.downsample).stride if s.downsample in DOWNSAMPLERS else 1
         return stride
 
-    def stage_grids(self, img_size: int | None = None) -> list[tuple[int, int]]:
-        """The feature-map size each stage sees at ``img_size`` (default: the genome's)."""
+    def stage_grids(self, img_size: ImgSize | None = None) -> list[tuple[int, int]]:
+        """The ``(h, w)`` feature map each stage sees at ``img_size`` (``N`` or ``(H, W)``;
+        default: the genome's)."""
         from operators import DOWNSAMPLERS
 
-        side = (img_size or self.img_size) // self.stem.patch_size
+        H, W = img_hw(img_size or self.img_size)
+        h, w = H // self.stem.patch_size, W // self.stem.patch_size
         grids = []
         for i, s in enumerate(self.stages):
             if i > 0 and s.downsample in DOWNSAMPLERS:
-                side = -(-side // DOWNSAMPLERS.get(s.downsample).stride)
-            grids.append((side, side))
+                stride = DOWNSAMPLERS.get(s.downsample).stride
+                h, w = -(-h // stride), -(-w // stride)
+            grids.append((h, w))
         return grids
 
     def summary(self) -> str:
@@ -295,8 +329,13 @@ def _check_types(spec: ArchSpec) -> None:
         for f in dataclasses.fields(obj):
             v = getattr(obj, f.name)
             allowed = _TYPES.get(f.name)
+            if f.name == "img_size" and isinstance(v, tuple) and all(
+                    isinstance(x, int) and not isinstance(x, bool) for x in v):
+                continue  # (H, W): img_size_value made it a pair of ints
             if allowed and (not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed)):
                 names = " or ".join(t.__name__ if t is not type(None) else "null" for t in allowed)
+                if f.name == "img_size":
+                    names = "int (a square) or [H, W]"
                 raise ValueError(f"{where}.{f.name} must be {names}, got {v!r}")
 
     check(spec, "genome")
