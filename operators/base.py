@@ -7,6 +7,12 @@ from it), ``pos_encoding`` names an attention-internal position encoding from
 ``operators.POS_ENCODINGS`` (or ``"none"``), and ``block_index`` is the block's place within its
 stage (Swin alternates shifted windows with it). Everything after those three is a knob: typed,
 defaulted, and recorded in the genome.
+
+A module holding a tensor whose shape follows the grid it was built for (a learned position
+table, a bias table over the whole feature map) defines ``resize_state(name, tensor, source)``:
+it returns a checkpoint's tensor built for ``source``'s grid resampled to its own, exactly as its
+forward pass resamples at another grid, or raises a one-line ``ValueError`` where that cannot be
+done (``search_space.builder.checkpoint_filter_fn`` calls it when weights load at another size).
 """
 
 from __future__ import annotations

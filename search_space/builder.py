@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +219,42 @@ class NasFeatureNet(FeatureGetterNet):
         return {k: under_model(v) for k, v in self.model.group_matcher(coarse).items()}
 
 
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module,
+                         source_spec: ArchSpec | None = None) -> dict[str, torch.Tensor]:
+    """timm ``pretrained_filter_fn``: fit a checkpoint saved at another image size to ``model``.
+
+    Every tensor whose shape follows the token grid (learned position tables, relative and LeViT
+    bias tables over a whole feature map, ...) differs in shape between the two sizes. For each
+    such key the nearest enclosing module that defines ``resize_state(name, tensor, source)``
+    resamples it exactly as its forward pass resamples at another grid, so the model loaded at
+    the new size gives the outputs the checkpoint's model gives on the same input; a module that
+    cannot be resampled (linformer's token-count projections) raises a one-line ``ValueError``.
+    ``source_spec`` is the genome the checkpoint was saved from (its img_size tells each module
+    the grid its table was built for); without it square grids are inferred from the shapes.
+    Other mismatches (a classifier of another size) are left to timm's loader.
+    """
+    own = model.state_dict()
+    mismatched = [k for k, v in state_dict.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    if not mismatched:
+        return state_dict
+    source = None
+    if source_spec is not None:
+        with torch.device("meta"):
+            source = NasNet(source_spec)
+    out = dict(state_dict)
+    for key in mismatched:
+        path = key.split(".")
+        for cut in range(len(path) - 1, 0, -1):  # the nearest enclosing module that can resize
+            owner_name = ".".join(path[:cut])
+            owner = model.get_submodule(owner_name)
+            resize = getattr(owner, "resize_state", None)
+            if resize is not None:
+                src = source.get_submodule(owner_name) if source is not None else None
+                out[key] = resize(".".join(path[cut:]), state_dict[key], src)
+                break
+    return out
+
+
 def _init_weights(m: nn.Module) -> None:
     if isinstance(m, nn.Linear):
         trunc_normal_(m.weight, std=0.02)
@@ -277,7 +314,12 @@ def create_nasnet(variant: str, spec: ArchSpec | dict | str, pretrained: bool = 
     spec = spec.replace(**changes) if changes else spec
     overlay = pretrained_cfg_for(spec)
     source = kwargs.get("pretrained_cfg")
+    source_spec = None
     if isinstance(source, dict):  # weights described by a config (local-dir:, hf-hub:, an export)
+        if source.get("input_size"):  # the genome the checkpoint was saved from: grid tables resample
+            c, *hw = source["input_size"]
+            source_spec = spec.replace(img_size=img_size_value(tuple(hw)), in_chans=int(c),
+                                       num_classes=int(source.get("num_classes", spec.num_classes)))
         # keep the checkpoint's classes and channels so timm drops a classifier of another size
         overlay["num_classes"] = source.get("num_classes", overlay["num_classes"])
         overlay["input_size"] = (*(source.get("input_size") or overlay["input_size"])[:1], *overlay["input_size"][1:])
@@ -288,6 +330,7 @@ def create_nasnet(variant: str, spec: ArchSpec | dict | str, pretrained: bool = 
     overlay.update(kwargs.pop("pretrained_cfg_overlay", None) or {})
     for k in ("num_classes", "in_chans"):
         kwargs.pop(k, None)
+    kwargs.setdefault("pretrained_filter_fn", functools.partial(checkpoint_filter_fn, source_spec=source_spec))
     return build_model_with_cfg(
         NasNet, variant, pretrained, spec=spec, pretrained_cfg_overlay=overlay,
         num_classes=spec.num_classes, in_chans=spec.in_chans,
