@@ -34,8 +34,14 @@ def _spec(mixer: str, pos: str, img_size=32) -> ArchSpec:
     ), num_classes=3, img_size=img_size)
 
 
+GRID_POS = sorted(n for n, c in POS_ENCODINGS.items() if c.placement == "grid")
+
+
 def _cases() -> list[tuple[str, str]]:
-    return [(m, p) for m, cls in MIXERS.items() for p in ["abs", *sorted(cls.supported_pos & set(ATTN_POS))]]
+    """Every mixer with a learned absolute table and with each attention encoding it supports;
+    every grid encoding with global attention."""
+    cases = [(m, p) for m, cls in MIXERS.items() for p in ["abs", *sorted(cls.supported_pos & set(ATTN_POS))]]
+    return cases + [("attention", p) for p in GRID_POS if p != "abs"]
 
 
 def _load(spec: ArchSpec, path, img_size) -> torch.nn.Module:
