@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from evaluators.isolation import kept_state
 from nas.errors import NasError
 
 # Ops fvcore does not count and we deliberately do not count either: no multiply-accumulates
@@ -300,7 +301,7 @@ def count_flops(
     ``by_module``).
 
     Args:
-        model: the network (put in eval mode for the trace and restored afterwards).
+        model: the network (put in eval mode for the trace; every submodule's mode is restored).
         input_size: ``(C, H, W)`` for image models (any per-sample shape works: ``(H, W, C)`` for a
             channels-last block, ``(T, C)`` for a sequence model).
         batch: batch size of the traced input (MACs scale linearly with it).
@@ -317,21 +318,17 @@ def count_flops(
     if device.type == "meta":
         return count_flops_meta(model, tuple(input_size), batch=batch)
     x = torch.randn(batch, *input_size, device=device, dtype=dtype)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            analysis = _make_analysis(model, x)
-            try:
-                total = analysis.total()
-            except Exception as e:  # tracing failed: find the layer with a plain forward
-                raise NasError(describe_failure(model, x, e)) from None
-            by_module = {k: int(v) for k, v in analysis.by_module().items() if k and v}
-            by_op = {k: int(v) for k, v in analysis.by_operator().items() if v}
-            seen = analysis.unsupported_ops()
-    finally:
-        model.train(was_training)
+    with kept_state(model), torch.no_grad(), warnings.catch_warnings():
+        model.eval()
+        warnings.simplefilter("ignore")
+        analysis = _make_analysis(model, x)
+        try:
+            total = analysis.total()
+        except Exception as e:  # tracing failed: find the layer with a plain forward
+            raise NasError(describe_failure(model, x, e)) from None
+        by_module = {k: int(v) for k, v in analysis.by_module().items() if k and v}
+        by_op = {k: int(v) for k, v in analysis.by_operator().items() if v}
+        seen = analysis.unsupported_ops()
     uncounted = {k: int(v) for k, v in sorted(seen.items()) if k not in IGNORED_OPS}
     ignored = {k: int(v) for k, v in sorted(seen.items()) if k in IGNORED_OPS}
     return FlopCount(int(total), by_module, by_op, uncounted, ignored, tuple(input_size), batch)
@@ -390,8 +387,8 @@ def plain_fvcore_macs(model: nn.Module, input_size: tuple[int, int, int] = (3, 2
     """fvcore's count without our handles (for comparison tables: it skips attention)."""
     from fvcore.nn import FlopCountAnalysis
 
-    model.eval()
-    with torch.no_grad(), warnings.catch_warnings():
+    with kept_state(model), torch.no_grad(), warnings.catch_warnings():
+        model.eval()
         warnings.simplefilter("ignore")
         a = FlopCountAnalysis(model, torch.randn(1, *input_size))
         a.unsupported_ops_warnings(False)
@@ -564,14 +561,11 @@ def count_flops_meta(module: nn.Module, input_shape: tuple[int, ...], *, batch: 
             return func(*args, **kwargs)
 
     x = torch.empty(batch, *input_shape, device="meta")
-    was_training = module.training
-    module.eval()
     try:
-        with torch.no_grad(), _Counter(), _Shortcuts():
+        with kept_state(module), torch.no_grad(), _Counter(), _Shortcuts():
+            module.eval()
             module(x)
     except Exception as e:  # noqa: BLE001 - reported as a user-facing error
         raise NasError(f"{type(module).__name__} fails on input {tuple(input_shape)}: {_one_line(e)}") from None
-    finally:
-        module.train(was_training)
     return FlopCount(int(sum(by_op.values())), {}, dict(by_op), dict(uncounted), dict(ignored),
                      tuple(input_shape), batch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from operators.base import Knob
-from search_space.genome import HEAD_POOLS, ArchSpec
+from search_space.genome import HEAD_POOLS, ArchSpec, img_hw
 
 MAX_STAGES = 4
 
@@ -13,10 +13,16 @@ MAX_STAGES = 4
 def validate(spec: ArchSpec) -> None:
     from operators import CHANNEL_ATTNS, CHANNEL_MLPS, DOWNSAMPLERS, MIXERS, POS_ENCODINGS, STEMS
 
-    for name in ("num_classes", "in_chans", "img_size"):
+    for name in ("num_classes", "in_chans"):
         if getattr(spec, name) <= 0 and not (name == "num_classes" and spec.num_classes == 0):
             raise ValueError(f"genome.{name} must be positive (num_classes may be 0: no classifier), "
                              f"got {getattr(spec, name)}")
+    try:
+        hw = img_hw(spec.img_size)
+    except ValueError:
+        raise ValueError(f"genome.img_size must be an int (a square) or [H, W], got {spec.img_size!r}") from None
+    if min(hw) <= 0:
+        raise ValueError(f"genome.img_size must be positive, got {spec.img_size!r}")
     if spec.stem.kind not in STEMS:
         raise ValueError(f"stem.kind: {STEMS.unknown_message(spec.stem.kind)}")
     stem_cls = STEMS.get(spec.stem.kind)
@@ -53,9 +59,11 @@ def validate(spec: ArchSpec) -> None:
             heads = s.knob_dict.get("num_heads", mixer.knobs().get("num_heads", Knob("", int, 1)).default)
             if heads and (why := pos_cls.check(s.dim, heads)) is not None:
                 raise ValueError(f"{where}.pos: {why}")
-    if spec.img_size % spec.total_stride:
-        raise ValueError(f"img_size={spec.img_size} is not divisible by the total stride {spec.total_stride} "
-                         f"(stem patch {spec.stem.patch_size} x downsamplers); use a multiple of {spec.total_stride}")
+    if any(side % spec.total_stride for side in hw):
+        shown = spec.img_size if isinstance(spec.img_size, int) else f"{hw[0]}x{hw[1]}"
+        raise ValueError(f"img_size={shown} is not divisible by the total stride {spec.total_stride} "
+                         f"(stem patch {spec.stem.patch_size} x downsamplers); use a multiple of {spec.total_stride}"
+                         + ("" if isinstance(spec.img_size, int) else " on each side"))
     for i, (s, grid) in enumerate(zip(spec.stages, spec.stage_grids())):
         if (why := MIXERS.get(s.mixer).check(s.dim, grid, s.knob_dict)) is not None:
             raise ValueError(f"stages[{i}] mixer {s.mixer!r}: {why}")
