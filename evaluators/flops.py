@@ -24,7 +24,6 @@ is never silently zero.
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas.errors import NasError
+from operators.errors import NasError, one_line
 
 # Ops fvcore does not count and we deliberately do not count either: no multiply-accumulates
 # worth counting under the MAC convention (element-wise, activations, softmax, pooling,
@@ -371,19 +370,12 @@ def describe_failure(model: nn.Module, x: torch.Tensor, error: BaseException | N
         for h in handles:
             h.remove()
     size = "x".join(str(s) for s in x.shape[1:])
-    why = _one_line(reason) if reason is not None else "unknown error"
+    why = one_line(reason, limit=300) if reason is not None else "unknown error"
     if where is None:
         return f"the model cannot be traced at input {size}: {why}"
     mod = dict(model.named_modules()).get(where)
     kind = type(mod).__name__ if mod is not None else "?"
     return f"the model fails at input {size} in layer '{where or '<root>'}' ({kind}): {why}"
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    msg = text[0] if text else type(e).__name__
-    msg = re.sub(r"\s+", " ", msg)
-    return f"{type(e).__name__}: {msg}"[:300]
 
 
 def plain_fvcore_macs(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)) -> int:
@@ -570,7 +562,7 @@ def count_flops_meta(module: nn.Module, input_shape: tuple[int, ...], *, batch: 
         with torch.no_grad(), _Counter(), _Shortcuts():
             module(x)
     except Exception as e:  # noqa: BLE001 - reported as a user-facing error
-        raise NasError(f"{type(module).__name__} fails on input {tuple(input_shape)}: {_one_line(e)}") from None
+        raise NasError(f"{type(module).__name__} fails on input {tuple(input_shape)}: {one_line(e, limit=300)}") from None
     finally:
         module.train(was_training)
     return FlopCount(int(sum(by_op.values())), {}, dict(by_op), dict(uncounted), dict(ignored),

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas.errors import NasError
+from operators.errors import NasError, first_line
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -286,7 +286,7 @@ class LatencyCache:
         if self.url.startswith("sqlite:///") and not self.url.startswith("sqlite:///:memory:"):
             Path(self.url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         try:
-            from nas.store import normalize_url
+            from evaluators.sql import normalize_url
 
             self.engine = sa.create_engine(normalize_url(self.url))
         except Exception as e:  # noqa: BLE001 - bad URL / missing driver
@@ -316,7 +316,7 @@ class LatencyCache:
         try:
             meta.create_all(self.engine, checkfirst=True)
         except Exception as e:  # noqa: BLE001 - unreachable server, permissions, ...
-            raise NasError(f"cannot create the latency table in {self.url!r}: {str(e).splitlines()[0]}") from None
+            raise NasError(f"cannot create the latency table in {self.url!r}: {first_line(e)}") from None
         self.hits = 0
         self.misses = 0
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas.errors import NasError
+from operators.errors import NasError
 
 OPTIMIZER_STATES = {"adamw": 2, "adam": 2, "sgd": 1, "sgd_nomomentum": 0}
 

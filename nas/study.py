@@ -16,7 +16,6 @@ root for ``studies/x.toml``), so the store lands at ``studies/<name>.db`` whatev
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import re
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nas.errors import NasError
+from nas.errors import NasError, did_you_mean
 
 BACKENDS = ("optuna", "ray")
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
@@ -329,8 +328,7 @@ class _Ctx:
 def _check_keys(ctx: _Ctx, table: str, d: dict[str, Any], allowed: list[str]) -> None:
     for k in d:
         if k not in allowed:
-            close = difflib.get_close_matches(k, allowed, n=1, cutoff=0.5)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(k, allowed, cutoff=0.5)
             raise ctx.error(table, k, f"unknown key {k!r}{hint}; valid keys: {', '.join(allowed)}")
 
 
@@ -375,8 +373,7 @@ def _num(ctx: _Ctx, table: str, key: str, value: Any, lo: float | None = None, p
 
 def _choice(ctx: _Ctx, table: str, key: str, value: Any, allowed: tuple[str, ...] | list[str]) -> str:
     if not isinstance(value, str) or value not in allowed:
-        close = difflib.get_close_matches(str(value), list(allowed), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(str(value), allowed)
         raise ctx.error(table, key, f"{key!r} must be one of {', '.join(allowed)}; got {value!r}{hint}")
     return value
 
@@ -391,8 +388,7 @@ def _str_list(ctx: _Ctx, table: str, key: str, value: Any, allowed: list[str] | 
         if registry is not None and v not in registry:
             raise ctx.error(table, key, f"{key!r}: {registry.unknown_message(v)}")
         if allowed is not None and v not in allowed:
-            close = difflib.get_close_matches(v, allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(v, allowed)
             raise ctx.error(table, key, f"{key!r}: {v!r} is not allowed{hint}; allowed: {', '.join(allowed)}")
     return tuple(value)
 
@@ -517,8 +513,7 @@ def _parse_space(ctx: _Ctx, d: dict[str, Any]) -> SpaceSpec:
             table = f"space.mixers.{name}"
             for k in knobs:
                 if k not in known:
-                    close = difflib.get_close_matches(k, list(known), n=1, cutoff=0.5)
-                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    hint = did_you_mean(k, known, cutoff=0.5)
                     raise ctx.error(table, k, f"mixer {name!r} has no knob {k!r}{hint}; its knobs: "
                                               f"{', '.join(known) or 'none'}")
             mixers.append(MixerSpace(name, tuple(_knob_range(ctx, table, k, v, known[k]) for k, v in knobs.items())))

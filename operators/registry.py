@@ -1,19 +1,33 @@
-"""Name -> class registries, one per kind of operator."""
+"""Name -> class registries, one per kind of operator.
+
+The registries fill when the operator families are imported. ``import operators`` does not import
+them (so ``import operators.errors`` stays cheap, without torch); the first lookup does, through
+the loader ``operators`` installs with ``set_loader``.
+"""
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from operators.errors import UnknownNameError, did_you_mean
+
 T = TypeVar("T")
+
+_LOADER: list[Callable[[], None]] = []  # imports every operator family once (see operators/__init__)
+
+
+def set_loader(load: Callable[[], None]) -> None:
+    """Install the function that imports every operator family; lookups call it first."""
+    _LOADER[:] = [load]
 
 
 class Registry(Generic[T]):
     """A named mapping from operator names to classes.
 
     ``@MIXERS.register("window")`` adds a class; ``MIXERS["window"]`` or ``MIXERS.get(name)``
-    looks one up and raises ``ValueError`` listing the known names (and the closest one).
+    looks one up and raises ``UnknownNameError`` (a ``NasError``, so a ``ValueError``) listing the
+    known names (and the closest one).
     """
 
     def __init__(self, kind: str) -> None:
@@ -30,33 +44,37 @@ class Registry(Generic[T]):
 
         return add
 
+    def _all(self) -> dict[str, type[T]]:
+        for load in _LOADER:
+            load()
+        return self._entries
+
     def get(self, name: str) -> type[T]:
         try:
-            return self._entries[name]
+            return self._all()[name]
         except KeyError:
-            raise ValueError(self.unknown_message(name)) from None
+            raise UnknownNameError(self.unknown_message(name)) from None
 
     def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(str(name), list(self._entries), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"unknown {self.kind} {name!r}{hint}; known: {', '.join(sorted(self._entries))}"
+        known = self._all()
+        return f"unknown {self.kind} {name!r}{did_you_mean(name, known)}; known: {', '.join(sorted(known))}"
 
     __getitem__ = get
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._all()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._entries))
+        return iter(sorted(self._all()))
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._all())
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        return sorted(self._all())
 
     def items(self) -> list[tuple[str, type[T]]]:
-        return sorted(self._entries.items())
+        return sorted(self._all().items())
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"

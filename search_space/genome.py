@@ -17,6 +17,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from operators.errors import did_you_mean
+from search_space.validate import HEAD_POOLS  # noqa: F401  (the genome's vocabulary, re-exported)
+from search_space.validate import validate as _validate
+
 GENOME_VERSION = 1
 Knobs = tuple[tuple[str, Any], ...]
 
@@ -108,7 +112,6 @@ class HeadSpec:
                 object.__setattr__(self, name, float(v))
 
 
-HEAD_POOLS = ("avg", "cls")
 
 
 @dataclass(frozen=True)
@@ -218,22 +221,17 @@ class ArchSpec:
 
     def validate(self) -> ArchSpec:
         """Raise ``ValueError`` naming the field and the allowed values; return self if valid."""
-        from search_space.validate import validate
-
-        validate(self)
+        _validate(self)
         return self
 
 
 def _check_keys(d: Any, cls: type, where: str) -> None:
-    import difflib
-
     if not isinstance(d, dict):
         raise ValueError(f"{where} must be an object, got {type(d).__name__}")
     names = [f.name for f in dataclasses.fields(cls)]
     for k in d:
         if k not in names:
-            close = difflib.get_close_matches(k, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(k, names)
             raise ValueError(f"{where}: unknown field {k!r}{hint}; fields: {', '.join(names)}")
 
 

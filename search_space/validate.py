@@ -1,17 +1,33 @@
-"""Genome validation: every rule raises a ``ValueError`` that names the field and what is allowed."""
+"""Genome validation: every rule raises a ``ValueError`` that names the field and what is allowed.
+
+It sits below ``search_space.genome`` (which calls it from ``ArchSpec.validate``) and reads the
+genome only through its attributes, so the two modules do not import each other.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from operators.base import Knob
-from search_space.genome import HEAD_POOLS, ArchSpec
+from operators.errors import did_you_mean
+
+if TYPE_CHECKING:
+    from search_space.genome import ArchSpec
 
 MAX_STAGES = 4
+HEAD_POOLS = ("avg", "cls")
 
 
 def validate(spec: ArchSpec) -> None:
-    from operators import CHANNEL_ATTNS, CHANNEL_MLPS, DOWNSAMPLERS, MIXERS, POS_ENCODINGS, STEMS
+    """Check every rule on ``spec``; raises ``ValueError`` naming the field and the allowed values."""
+    from operators.base import Knob
+    from operators.registry import (
+        CHANNEL_ATTNS,
+        CHANNEL_MLPS,
+        DOWNSAMPLERS,
+        MIXERS,
+        POS_ENCODINGS,
+        STEMS,
+    )
 
     for name in ("num_classes", "in_chans", "img_size"):
         if getattr(spec, name) <= 0 and not (name == "num_classes" and spec.num_classes == 0):
@@ -68,12 +84,9 @@ def validate(spec: ArchSpec) -> None:
 
 
 def _check_knobs(known: dict[str, Any], given: dict[str, Any], where: str) -> None:
-    import difflib
-
     for name, value in given.items():
         if name not in known:
-            close = difflib.get_close_matches(name, list(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(name, known)
             allowed = ", ".join(sorted(known)) or "none"
             raise ValueError(f"{where}: unknown knob {name!r}{hint}; knobs: {allowed}")
         t = known[name].type

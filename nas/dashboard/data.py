@@ -30,7 +30,8 @@ from typing import Any
 
 from nas import attrs as A
 from nas import front as F
-from nas.errors import NasError
+from nas.errors import StoreError, did_you_mean
+from nas.errors import first_line as _first_line
 
 # the metrics the page can put on an axis, with the direction that is better
 AXES: dict[str, str] = {"accuracy": "maximize", "flops": "minimize", "latency_ms": "minimize", "params": "minimize"}
@@ -38,10 +39,6 @@ AXIS_LABELS = {"accuracy": "accuracy (top-1)", "flops": "FLOPs (MACs)", "latency
                "params": "parameters"}
 DEFAULT_TIMM_REFERENCES = ("resnet18", "resnet50", "mobilenetv3_large_100", "efficientnet_b0", "convnext_tiny")
 _FINISHED = {"COMPLETE", "PRUNED", "FAIL"}
-
-
-class StoreError(NasError):
-    """The store cannot be read (unreachable, not an Optuna store, unknown study)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,11 +73,6 @@ def redact(url: str) -> str:
     from nas.store import redact as _redact
 
     return _redact(url)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(getattr(e, "orig", None) or e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 @dataclass
@@ -162,8 +154,6 @@ class Store:
 
     def study(self, name: str) -> StudyInfo:
         """The study ``name``; a ``StoreError`` lists the studies there otherwise."""
-        import difflib
-
         import sqlalchemy as sa
 
         with self._connect() as c:
@@ -172,9 +162,7 @@ class Store:
                 n = c.execute(sa.text("SELECT COUNT(*) FROM trials WHERE study_id = :s"), {"s": row[0]}).scalar()
         if row is None:
             names = [s.name for s in self.studies()]
-            close = difflib.get_close_matches(name, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise StoreError(f"no study {name!r} in {redact(self.url)}{hint}; studies there: "
+            raise StoreError(f"no study {name!r} in {redact(self.url)}{did_you_mean(name, names)}; studies there: "
                              f"{', '.join(names) if names else 'none'}")
         return self._info(row[0], name, int(n or 0))
 
