@@ -7,13 +7,14 @@ the loader ``operators`` installs with ``set_loader``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
 
 from operators.errors import UnknownNameError, did_you_mean
 
 T = TypeVar("T")
 
+_RAISE: Any = object()  # no default given to ``get``
 _LOADER: list[Callable[[], None]] = []  # imports every operator family once (see operators/__init__)
 
 
@@ -22,13 +23,17 @@ def set_loader(load: Callable[[], None]) -> None:
     _LOADER[:] = [load]
 
 
-class Registry(Generic[T]):
-    """A named mapping from operator names to classes.
+class Registry(Mapping[str, type[T]], Generic[T]):
+    """A read-only ``Mapping`` from operator names to classes (iterated in name order).
 
-    ``@MIXERS.register("window")`` adds a class; ``MIXERS["window"]`` or ``MIXERS.get(name)``
-    looks one up and raises ``UnknownNameError`` (a ``NasError``, so a ``ValueError``) listing the
-    known names (and the closest one).
+    ``@MIXERS.register("window")`` adds a class (the only way in: there is no item assignment);
+    ``MIXERS["window"]`` or ``MIXERS.get(name)`` looks one up and raises ``UnknownNameError`` (a
+    ``NasError`` and a ``KeyError``) listing the known names and the closest one;
+    ``MIXERS.get(name, default)`` returns ``default`` instead. ``dict(MIXERS)``, ``MIXERS.items()``,
+    ``keys()``, ``values()`` and ``==`` behave as for any ``Mapping``.
     """
+
+    __hash__ = object.__hash__  # one registry per kind: hashed by identity (Mapping sets None)
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -49,20 +54,29 @@ class Registry(Generic[T]):
             load()
         return self._entries
 
-    def get(self, name: str) -> type[T]:
+    def get(self, name: str, default: Any = _RAISE) -> type[T]:
+        """The class registered as ``name``; unknown: ``default`` if given, else ``UnknownNameError``."""
+        entries = self._all()
         try:
-            return self._all()[name]
-        except KeyError:
+            return entries[name]
+        except (KeyError, TypeError):  # TypeError: an unhashable name
+            if default is not _RAISE:
+                return default
             raise UnknownNameError(self.unknown_message(name)) from None
+
+    def __getitem__(self, name: str) -> type[T]:
+        return self.get(name)
 
     def unknown_message(self, name: str) -> str:
         known = self._all()
         return f"unknown {self.kind} {name!r}{did_you_mean(name, known)}; known: {', '.join(sorted(known))}"
 
-    __getitem__ = get
-
     def __contains__(self, name: object) -> bool:
-        return name in self._all()
+        entries = self._all()
+        try:
+            return name in entries
+        except TypeError:
+            return False
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._all()))
@@ -72,9 +86,6 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._all())
-
-    def items(self) -> list[tuple[str, type[T]]]:
-        return sorted(self._all().items())
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"
