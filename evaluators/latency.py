@@ -286,9 +286,9 @@ class LatencyCache:
         if self.url.startswith("sqlite:///") and not self.url.startswith("sqlite:///:memory:"):
             Path(self.url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         try:
-            from evaluators.sql import normalize_url
+            from evaluators.sql import fork_safe, normalize_url
 
-            self.engine = sa.create_engine(normalize_url(self.url))
+            self.engine = fork_safe(sa.create_engine(normalize_url(self.url)))  # usable in forked workers
         except Exception as e:  # noqa: BLE001 - bad URL / missing driver
             raise NasError(f"cannot open latency cache {self.url!r}: {e}") from None
         meta = sa.MetaData()

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from evaluators.sql import normalize_url
+from evaluators.sql import fork_safe, normalize_url
 from nas.errors import NasError, did_you_mean
 from nas.errors import first_line as _first_line
 
@@ -96,6 +96,7 @@ def open_storage(url: str, *, heartbeat_s: float | None = HEARTBEAT_S, retry: bo
             raise NasError(f"cannot open storage {redact(shown)}: {_first_line(e)}") from None
     if url.startswith("sqlite"):
         _sqlite_pragmas(storage.engine)
+    fork_safe(storage.engine)  # a forked worker opens its own connections
     return storage
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evaluators.sql import fork_safe
 from nas import attrs as A
 from nas import front as F
 from nas.errors import StoreError, did_you_mean
@@ -124,7 +125,7 @@ class Store:
         self.url = url
         ro_url, kw = read_only_url(url)
         try:
-            self.engine = sa.create_engine(ro_url, **kw)
+            self.engine = fork_safe(sa.create_engine(ro_url, **kw))
             with self.engine.connect() as c:
                 tables = set(sa.inspect(c).get_table_names())
         except StoreError:
