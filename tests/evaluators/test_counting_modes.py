@@ -81,3 +81,19 @@ def test_training_memory_estimate(mode):
     with MODES[mode]():
         inside = training_memory(SPEC, 2).peak_bytes
     assert inside == outside and outside > 0
+
+
+def test_dtype_and_memory_format_do_not_change_counts(reference):
+    """The other state the counters read: the default dtype the kernels are built in (the screening
+    cache key has none, so it must not matter) and the model's dtype and memory format."""
+    old = torch.get_default_dtype()
+    clear_cache()
+    torch.set_default_dtype(torch.float64)
+    try:
+        in_float64 = screen(SPEC).flops
+    finally:
+        torch.set_default_dtype(old)
+    assert in_float64 == screen(SPEC).flops == reference
+    model = build_model(SPEC)
+    assert int(count_flops(model.to(memory_format=torch.channels_last), (3, 64, 64))) == reference
+    assert int(count_flops(model.to(torch.bfloat16), (3, 64, 64))) == reference
