@@ -32,6 +32,7 @@ FAMILIES = (
     "spatial_reduction", "stem_t2t", "stems", "talking_heads", "twins", "window_attention", "xcit",
     "channel_attention_ext", "mlp_ext", "parc", "uniformer", "isa", "double_attention", "coat",
     "iformer", "edgevit", "rest", "glance_gaze", "pale",
+    "qna", "soft", "long_short", "quadtree",
 )
 _LOAD_LOCK = threading.RLock()
 _loaded = False
