@@ -65,12 +65,13 @@ class SplitAttention(_NchwChannelAttn):
 class GlobalContextAttn(_NchwChannelAttn):
     """GCNet: softmax attention pooling over all positions (a 1x1 conv gives the logits) ->
     bottleneck transform (C/16, LayerNorm, ReLU) -> added to every position (timm's
-    ``GlobalContext`` with the paper's add fusion; the last layer starts at zero, so the
-    module starts as the identity)."""
+    ``GlobalContext`` with the paper's add fusion; the last layer's weight and bias start at
+    zero, as GCNet's, so the module starts as the identity)."""
 
     def __init__(self, dim: int, rd_ratio: float = 1 / 16) -> None:
         super().__init__()
         self.attn = GlobalContext(dim, fuse_add=True, fuse_scale=False, rd_ratio=rd_ratio)
+        nn.init.zeros_(self.attn.mlp_add.fc2.bias)  # timm zeroes only the weight; GCNet zeroes both
 
 
 # FcaNet's 16 lowest-error frequencies ("top16") on a 7x7 DCT grid, as (u, v) pairs.
