@@ -58,6 +58,8 @@ class SplitAttention(_NchwChannelAttn):
 
     def __init__(self, dim: int, radix: int = 2) -> None:
         super().__init__()
+        if radix < 1 or dim % radix:
+            raise ValueError(f"splat: radix={radix} must be positive and divide the width {dim}")
         self.attn = SplitAttn(dim, dim, radix=radix)
 
 

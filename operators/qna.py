@@ -5,9 +5,15 @@ not computed from the tokens: ``num_queries`` learned query vectors per head are
 position, and each position's output is their attention over the keys and values of its k x k
 neighbourhood (overlapping windows, stride 1), with a learned relative position bias per head
 and offset. Multiple queries are concatenated and projected back to C. Cost O(N k^2 C L) time
-and O(N k^2 C) memory (the unfolded keys and values) for L queries. Stride 1 only: the mixer
+and O(N k^2 (C + h L)) memory (the unfolded values and logits) for L queries. Stride 1 only: the mixer
 keeps the grid (QnA's strided variant downsamples). Border neighbourhoods are zero-padded and
-the padded keys masked. Softmax through SDPA with the neighbourhood as the key axis. Not in timm.
+the padded keys masked. Not in timm.
+
+The softmax is explicit rather than SDPA: because the queries are shared, a logit depends on the
+key only (one scalar per key, head and query, computed once with a 1x1 projection), so each
+token's weights are a softmax over the k^2 unfolded scalars plus the bias; SDPA would instead
+run N separate (L x k^2) problems on k^2-times unfolded keys (slower; ``benchmarks/mixers.py``
+measures this mixer). The weights are N x k^2 per head, never N x N.
 """
 
 from __future__ import annotations
@@ -18,16 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from operators.base import TokenMixer, attend
+from operators.base import TokenMixer
 from operators.registry import MIXERS
 from operators.window_attention import NEG_INF
-
-
-def unfold_neighbourhoods(x: torch.Tensor, k: int) -> torch.Tensor:
-    """``(B, H, W, C) -> (B, N, k*k, C)``: each token's zero-padded k x k neighbourhood."""
-    B, H, W, C = x.shape
-    cols = F.unfold(x.permute(0, 3, 1, 2), k, padding=k // 2)  # (B, C*k*k, N)
-    return cols.view(B, C, k * k, H * W).permute(0, 3, 2, 1)
 
 
 @MIXERS.register("qna")
@@ -70,11 +69,14 @@ class LearnedQueryAttention(TokenMixer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
-        h, d, kk, N = self.num_heads, C // self.num_heads, self.k * self.k, H * W
-        kv = unfold_neighbourhoods(self.kv(x), self.k)  # (B, N, k*k, 2C)
-        k, v = kv.view(B, N, kk, 2, h, d).permute(3, 0, 4, 1, 2, 5).unbind(0)  # (B, h, N, k*k, d)
-        valid = unfold_neighbourhoods(x.new_ones(1, H, W, 1), self.k)[0, :, :, 0]  # (N, k*k): 1 inside
-        mask = self.rel_bias[:, None, None, :] + (1 - valid)[None, :, None, :] * NEG_INF  # (h, N, 1, k*k)
-        q = self.queries.to(x.dtype)[None, :, None].expand(B, h, N, self.L, d)  # (B, h, N, L, d)
-        out = attend(q, k, v, mask=mask)  # (B, h, N, L, d)
-        return self.proj(out.permute(0, 2, 3, 1, 4).reshape(B, H, W, self.L * C))  # (B, H, W, C)
+        h, d, k, L, N = self.num_heads, C // self.num_heads, self.k, self.L, H * W
+        keys, v = self.kv(x).chunk(2, dim=-1)  # (B, H, W, C) each
+        q = self.queries.to(x.dtype) * d ** -0.5  # (h, L, d)
+        logits = torch.einsum("byxhd,hld->bhlyx", keys.reshape(B, H, W, h, d), q)  # (B, h, L, H, W): per key
+        logits = F.unfold(logits.reshape(B, h * L, H, W), k, padding=k // 2).view(B, h, L, k * k, N)
+        inside = F.unfold(x.new_ones(1, 1, H, W), k, padding=k // 2).view(1, 1, 1, k * k, N)
+        logits = logits + self.rel_bias.to(x.dtype)[None, :, None, :, None] + (1 - inside) * NEG_INF
+        attn = logits.softmax(dim=3)  # (B, h, L, k*k, N): each token's neighbourhood
+        vu = F.unfold(v.permute(0, 3, 1, 2), k, padding=k // 2).view(B, h, 1, d, k * k, N)
+        out = (attn[:, :, :, None] * vu).sum(dim=4)  # (B, h, L, d, N)
+        return self.proj(out.permute(0, 4, 2, 1, 3).reshape(B, H, W, L * C))  # (B, H, W, C)

@@ -3,13 +3,15 @@
 Paper: Lu et al. 2021, "SOFT: Softmax-free Transformer with Linear Complexity". The softmax of
 dot products is replaced by a Gaussian kernel ``A_ij = exp(-|q_i - q_j|^2 / (2 sqrt(d)))`` with
 shared query/key projection (a symmetric, positive semi-definite matrix), and A is approximated
-through ``m`` landmarks ``Q~`` (the query grid average-pooled by ``sr_ratio``, ceil):
+through ``m = s^2`` landmarks ``Q~`` (the query grid adaptively average-pooled to
+``landmark_size`` s x s; SOFT's per-stage reduction ratios 8, 4, 2, 1 on 56, 28, 14, 7 give 7 x 7
+landmarks at every stage):
 ``A ~ A(Q, Q~) pinv(A(Q~, Q~)) A(Q~, Q)``, multiplied right to left with V, so the cost is
 O(N m C + m^2 C + m^3) per head instead of O(N^2 C). No row normalisation (that is the point:
 no softmax). The Moore-Penrose inverse is computed by ``pinv_iters`` steps of the iterative
 method SOFT and Nystromformer use (third-order Newton-Schulz,
 ``Z <- Z (13 I - A Z (15 I - A Z (7 I - A Z))) / 4``), batched over images and heads. With
-``sr_ratio=1`` (every token a landmark) the product reduces to exact Gaussian-kernel attention
+``landmark_size`` at least the grid side (every token a landmark) the product reduces to exact Gaussian-kernel attention
 ``A V`` (a test checks). Not in timm.
 """
 
@@ -57,23 +59,23 @@ class SoftmaxFreeAttention(TokenMixer):
         pos_encoding: str = "none",
         block_index: int = 0,
         num_heads: int = 4,
-        sr_ratio: int = 2,
+        landmark_size: int = 7,
         pinv_iters: int = 6,
         qkv_bias: bool = True,
     ) -> None:
         super().__init__()
-        knobs = {"num_heads": num_heads, "sr_ratio": sr_ratio, "pinv_iters": pinv_iters}
+        knobs = {"num_heads": num_heads, "landmark_size": landmark_size, "pinv_iters": pinv_iters}
         if (why := self.check(dim, tuple(grid_size), knobs)):
             raise ValueError(f"soft: {why}")
-        self.num_heads, self.sr, self.iters = num_heads, sr_ratio, pinv_iters
+        self.num_heads, self.landmarks, self.iters = num_heads, landmark_size, pinv_iters
         self.qv = nn.Linear(dim, 2 * dim, bias=qkv_bias)  # keys are the queries (shared projection)
         self.proj = nn.Linear(dim, dim)
 
     @classmethod
     def check(cls, dim: int, grid_size: tuple[int, int], knobs: dict[str, Any]) -> str | None:
-        r, it = knobs.get("sr_ratio", 2), knobs.get("pinv_iters", 6)
-        if not 1 <= r <= min(grid_size):
-            return f"sr_ratio={r} must be between 1 and the feature map side {min(grid_size)}"
+        s, it = knobs.get("landmark_size", 7), knobs.get("pinv_iters", 6)
+        if s < 1:
+            return f"landmark_size={s} must be positive"
         if it < 1:
             return f"pinv_iters={it} must be positive"
         return super().check(dim, grid_size, knobs)
@@ -81,7 +83,8 @@ class SoftmaxFreeAttention(TokenMixer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
         q, v = self.qv(x).chunk(2, dim=-1)  # (B, H, W, C) each
-        marks = F.avg_pool2d(q.permute(0, 3, 1, 2), self.sr, ceil_mode=True)  # (B, C, h, w)
+        size = (min(self.landmarks, H), min(self.landmarks, W))
+        marks = F.adaptive_avg_pool2d(q.permute(0, 3, 1, 2), size)  # (B, C, s, s)
         marks = split_heads(marks.flatten(2).transpose(1, 2), self.num_heads)  # (B, heads, m, d)
         q, v = (split_heads(t.reshape(B, H * W, C), self.num_heads) for t in (q, v))  # (B, heads, N, d)
         a_qm = gaussian_kernel(q, marks)  # (B, heads, N, m)

@@ -48,7 +48,7 @@ def test_every_new_operator_is_registered_and_its_family_listed():
     ("inception", {"attn_ratio": 1.0}, "strictly between"),
     ("inception", {"num_heads": 3}, "must divide the 32 attention channels"),
     ("qna", {"kernel_size": 4}, "odd"),
-    ("soft", {"sr_ratio": 20}, "sr_ratio=20"),
+    ("soft", {"landmark_size": 0}, "landmark_size=0"),
     ("quadtree", {"topk": 0}, "topk=0"),
     ("long_short", {"num_landmarks": 0}, "num_landmarks=0"),
     ("edgevit_lgl", {"sample_ratio": 0}, "sample_ratio=0"),
@@ -150,7 +150,7 @@ def test_glance_gaze_without_gaze_is_maxvit_grid_attention(grid):
 
 def test_soft_with_every_token_a_landmark_is_exact_gaussian_kernel_attention():
     torch.manual_seed(0)
-    m = MIXERS["soft"](DIM, grid_size=(4, 4), sr_ratio=1, pinv_iters=40)
+    m = MIXERS["soft"](DIM, grid_size=(4, 4), landmark_size=4, pinv_iters=40)
     with torch.no_grad():
         m.qv.weight[:DIM] *= 8  # well-separated queries: a well-conditioned kernel matrix
     x = torch.randn(1, 4, 4, DIM)
