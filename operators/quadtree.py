@@ -113,7 +113,7 @@ class QuadTreeAttention(TokenMixer):
         out = messages[-1]  # finest level, (B, h, N, d)
         for lvl in range(self.levels - 1):  # broadcast each coarse message to the fine tokens below it
             shift = self.levels - 1 - lvl
-            ys = torch.arange(H, device=x.device) >> shift
-            xs = torch.arange(W, device=x.device) >> shift
+            ys = torch.arange(H, device=x.device) // 2 ** shift
+            xs = torch.arange(W, device=x.device) // 2 ** shift
             out = out + messages[lvl][:, :, (ys[:, None] * grids[lvl][1] + xs[None, :]).flatten()]
         return self.proj(merge_heads(out)).view(B, H, W, C)
