@@ -5,7 +5,7 @@ different model). The channels are split: a high-frequency part goes through two
 convolutional paths (half of it: 1x1 -> depthwise 3x3 -> GELU; the other half: max-pool 3x3 ->
 1x1 -> GELU; each path doubles its channels, as the official code), and a low-frequency part
 (``attn_ratio`` of the channels) through global attention on an ``pool_size``-times average-
-pooled grid, upsampled back (nearest). The concatenation is fused by ``x + dwconv3x3(x)`` and a
+pooled grid (ceil; at most the map side), upsampled back (nearest). The concatenation is fused by ``x + dwconv3x3(x)`` and a
 1x1 projection to C. Cost O(N^2 C_l / p^4 + N C_h^2 + N C^2) for N tokens, C_l = attn_ratio C,
 C_h = C - C_l. The attention branch is ``operators.attention.GlobalAttention`` on the pooled
 grid, so it takes the same attention-internal position encodings (sized for the pooled grid).
@@ -60,7 +60,8 @@ class InceptionMixer(TokenMixer):
                                        nn.GELU())
         self.pool_path = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), nn.Conv2d(high - half, 2 * half, 1),
                                        nn.GELU())
-        self.attn = GlobalAttention(low, grid_size=pooled_size(tuple(grid_size), pool_size),
+        pool = min(pool_size, *grid_size)
+        self.attn = GlobalAttention(low, grid_size=pooled_size(tuple(grid_size), pool),
                                     pos_encoding=pos_encoding, num_heads=num_heads, qkv_bias=qkv_bias)
         fused = low + 4 * half
         self.fuse = nn.Conv2d(fused, fused, 3, padding=1, groups=fused, bias=False)
@@ -83,8 +84,8 @@ class InceptionMixer(TokenMixer):
             return f"num_heads={heads} must divide the {low} attention channels (attn_ratio={ratio} of {dim})"
         if high < 2 or high % 2:
             return f"the {high} convolution channels (1 - attn_ratio of {dim}) must be even and at least 2"
-        if not 1 <= pool <= min(grid_size):
-            return f"pool_size={pool} must be between 1 and the feature map side {min(grid_size)}"
+        if pool < 1:
+            return f"pool_size={pool} must be positive"
         return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,7 +93,8 @@ class InceptionMixer(TokenMixer):
         img = x.permute(0, 3, 1, 2)  # (B, C, H, W)
         hi_conv = self.conv_path(img[:, : self.half])  # (B, 2 half, H, W)
         hi_pool = self.pool_path(img[:, self.half: self.high])  # (B, 2 half, H, W)
-        lo = F.avg_pool2d(img[:, self.high:], self.pool_size, ceil_mode=True)  # (B, low, h, w)
+        pool = min(self.pool_size, H, W)  # a pool larger than the map pools it whole
+        lo = F.avg_pool2d(img[:, self.high:], pool, ceil_mode=True)  # (B, low, h, w)
         lo = self.attn(lo.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, low, h, w)
         lo = F.interpolate(lo, size=(H, W), mode="nearest")  # (B, low, H, W)
         y = torch.cat([hi_conv, hi_pool, lo], dim=1)  # (B, low + 4 half, H, W)

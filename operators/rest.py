@@ -67,7 +67,9 @@ class EfficientMultiHeadAttention(_ReducedKVAttention):
         r = self.norm(self.reduce(x.permute(0, 3, 1, 2)).flatten(2).transpose(1, 2))  # (B, n, C)
         k, v = (split_heads(t, self.num_heads) for t in self.kv(r).chunk(2, dim=-1))  # (B, heads, n, d)
         logits = self.transform((q * self.scale) @ k.transpose(-2, -1))  # (B, heads, N, n), heads mixed
-        attn = F.instance_norm(logits.softmax(dim=-1))  # per head over the N x n map
+        attn = logits.softmax(dim=-1)
+        if attn.shape[-2] * attn.shape[-1] > 1:  # a 1 x 1 map (a 1 x 1 grid) has no statistics
+            attn = F.instance_norm(attn)  # per head over the N x n map
         return self.proj(merge_heads(attn @ v)).view(B, H, W, C)
 
 
