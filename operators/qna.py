@@ -77,6 +77,7 @@ class LearnedQueryAttention(TokenMixer):
         inside = F.unfold(x.new_ones(1, 1, H, W), k, padding=k // 2).view(1, 1, 1, k * k, N)
         logits = logits + self.rel_bias.to(x.dtype)[None, :, None, :, None] + (1 - inside) * NEG_INF
         attn = logits.softmax(dim=3)  # (B, h, L, k*k, N): each token's neighbourhood
-        vu = F.unfold(v.permute(0, 3, 1, 2), k, padding=k // 2).view(B, h, 1, d, k * k, N)
-        out = (attn[:, :, :, None] * vu).sum(dim=4)  # (B, h, L, d, N)
+        vu = F.unfold(v.permute(0, 3, 1, 2), k, padding=k // 2).view(B, h, d, k * k, N)
+        # an einsum, not a broadcast multiply and sum, so the FLOP counter sees its N k^2 C L MACs
+        out = torch.einsum("bhlon,bhdon->bhldn", attn, vu)  # (B, h, L, d, N)
         return self.proj(out.permute(0, 4, 2, 1, 3).reshape(B, H, W, L * C))  # (B, H, W, C)
