@@ -97,8 +97,10 @@ def dct_filters(dim: int, size: int = 7, freqs: tuple[tuple[int, int], ...] = FC
 
 @CHANNEL_ATTNS.register("fca")
 class FrequencyChannelAttn(nn.Module):
-    """FcaNet multi-spectral channel attention: the grid is average-pooled to 7x7, each channel
-    group is projected on one 2D DCT basis image (the "top16" frequencies; frequency (0, 0) is
+    """FcaNet multi-spectral channel attention: the grid is average-pooled to 7x7 (FcaNet uses
+    the stage's own resolution with the 7x7 frequencies scaled to it, and pools only other
+    sizes; pooling always keeps one module for every stage), each channel group is projected
+    on one 2D DCT basis image (the "top16" frequencies; frequency (0, 0) is
     global average pooling, i.e. SE), then FC (C/16) -> ReLU -> FC -> sigmoid gates the input.
     ``(B, H, W, C) -> (B, H, W, C)``."""
 

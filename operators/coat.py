@@ -49,7 +49,10 @@ class _NoClassTokenCrpe(nn.Module):
 
 @MIXERS.register("coat")
 class FactorisedConvAttention(TokenMixer):
-    """CoaT's factorised attention (linear in N) plus convolutional relative position encoding."""
+    """CoaT's factorised attention (linear in N) plus convolutional relative position encoding.
+
+    ``(B, H, W, C) -> (B, H, W, C)``. Raises ``ValueError`` (one line) when ``check`` rejects the knobs.
+    """
 
     supported_pos = frozenset()  # the convolutional relative position encoding is built in
 

@@ -28,7 +28,10 @@ from operators.registry import MIXERS
 
 @MIXERS.register("double_attention")
 class DoubleAttention(TokenMixer):
-    """A^2 block: gather ``n`` global descriptors by attention, distribute them by attention."""
+    """A^2 block: gather ``n`` global descriptors by attention, distribute them by attention.
+
+    ``(B, H, W, C) -> (B, H, W, C)``. Raises ``ValueError`` (one line) when ``check`` rejects the knobs.
+    """
 
     supported_pos = frozenset()
 

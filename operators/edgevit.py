@@ -26,7 +26,10 @@ from operators.uniformer import LocalRelationAggregator
 
 @MIXERS.register("edgevit_lgl")
 class LocalGlobalLocal(TokenMixer):
-    """EdgeViT LGL: local aggregation, sparse global attention among delegates, local propagation."""
+    """EdgeViT LGL: local aggregation, sparse global attention among delegates, local propagation.
+
+    ``(B, H, W, C) -> (B, H, W, C)``. Raises ``ValueError`` (one line) when ``check`` rejects the knobs.
+    """
 
     supported_pos = frozenset()
 

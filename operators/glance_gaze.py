@@ -25,7 +25,10 @@ from operators.registry import MIXERS
 
 @MIXERS.register("glance_gaze")
 class GlanceGazeAttention(PartitionAttention):
-    """GG-Transformer: dilated-partition attention (glance) plus a depthwise conv of V (gaze)."""
+    """GG-Transformer: dilated-partition attention (glance) plus a depthwise conv of V (gaze).
+
+    ``(B, H, W, C) -> (B, H, W, C)``. Raises ``ValueError`` (one line) when ``check`` rejects the knobs.
+    """
 
     supported_pos = ATTN_POS
 

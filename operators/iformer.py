@@ -32,7 +32,10 @@ def pooled_size(grid: tuple[int, int], pool: int) -> tuple[int, int]:
 @MIXERS.register("inception")
 class InceptionMixer(TokenMixer):
     """iFormer's inception mixer: max-pool and depthwise-conv paths in parallel with pooled
-    global attention on a channel split, then a depthwise-conv fusion and a projection."""
+    global attention on a channel split, then a depthwise-conv fusion and a projection.
+
+    ``(B, H, W, C) -> (B, H, W, C)``. Raises ``ValueError`` (one line) when ``check`` rejects the knobs.
+    """
 
     supported_pos = ATTN_POS
 

@@ -26,7 +26,10 @@ from operators.registry import MIXERS
 
 @MIXERS.register("isa")
 class InterlacedSparseAttention(TokenMixer):
-    """ISA: long-range (grid) attention, then short-range (block) attention, both P x P."""
+    """ISA: long-range (grid) attention, then short-range (block) attention, both P x P.
+
+    ``(B, H, W, C) -> (B, H, W, C)``. Raises ``ValueError`` (one line) when ``check`` rejects the knobs.
+    """
 
     supported_pos = ATTN_POS
 

@@ -34,7 +34,10 @@ def halo_windows(x: torch.Tensor, win: int, halo: int) -> torch.Tensor:
 
 @MIXERS.register("long_short")
 class LongShortAttention(TokenMixer):
-    """Transformer-LS: windowed short-term keys plus dynamically projected long-range keys."""
+    """Transformer-LS: windowed short-term keys plus dynamically projected long-range keys.
+
+    ``(B, H, W, C) -> (B, H, W, C)``. Raises ``ValueError`` (one line) when ``check`` rejects the knobs.
+    """
 
     supported_pos = frozenset()
 

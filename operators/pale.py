@@ -48,7 +48,10 @@ def interlaced_row_attention(qkv: torch.Tensor, pale: int, num_heads: int) -> to
 
 @MIXERS.register("pale")
 class PaleAttention(TokenMixer):
-    """Pale-shaped attention: interlaced-row attention on half the heads, interlaced-column on the other."""
+    """Pale-shaped attention: interlaced-row attention on half the heads, interlaced-column on the other.
+
+    ``(B, H, W, C) -> (B, H, W, C)``. Raises ``ValueError`` (one line) when ``check`` rejects the knobs.
+    """
 
     supported_pos = frozenset()
 

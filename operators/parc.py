@@ -41,7 +41,10 @@ def _fit(t: torch.Tensor, size: int) -> torch.Tensor:
 @MIXERS.register("parc")
 class ParCMixer(TokenMixer):
     """ParC: global circular depthwise convolutions along H (half the channels) and W (the
-    other half), each after a learned position embedding; then a 1x1 projection."""
+    other half), each after a learned position embedding; then a 1x1 projection.
+
+    ``(B, H, W, C) -> (B, H, W, C)``. Raises ``ValueError`` (one line) when ``check`` rejects the knobs.
+    """
 
     supported_pos = frozenset()
 

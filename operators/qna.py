@@ -31,7 +31,10 @@ from operators.window_attention import NEG_INF
 
 @MIXERS.register("qna")
 class LearnedQueryAttention(TokenMixer):
-    """QnA: learned, position-shared queries attend over each token's k x k neighbourhood."""
+    """QnA: learned, position-shared queries attend over each token's k x k neighbourhood.
+
+    ``(B, H, W, C) -> (B, H, W, C)``. Raises ``ValueError`` (one line) when ``check`` rejects the knobs.
+    """
 
     supported_pos = frozenset()  # the relative position bias is built in
 

@@ -42,7 +42,10 @@ def _parent_index(grid: tuple[int, int], coarse: tuple[int, int], device: torch.
 
 @MIXERS.register("quadtree")
 class QuadTreeAttention(TokenMixer):
-    """QuadTree-B: dense attention at the coarsest level, top-k-guided sparse attention below."""
+    """QuadTree-B: dense attention at the coarsest level, top-k-guided sparse attention below.
+
+    ``(B, H, W, C) -> (B, H, W, C)``. Raises ``ValueError`` (one line) when ``check`` rejects the knobs.
+    """
 
     supported_pos = frozenset()
 

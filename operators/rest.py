@@ -26,7 +26,10 @@ from operators.spatial_reduction import _ReducedKVAttention
 
 @MIXERS.register("rest")
 class EfficientMultiHeadAttention(_ReducedKVAttention):
-    """ResT EMSA: depthwise-conv-reduced keys/values and a 1x1 head-mixing conv on the logits."""
+    """ResT EMSA: depthwise-conv-reduced keys/values and a 1x1 head-mixing conv on the logits.
+
+    ``(B, H, W, C) -> (B, H, W, C)``. Raises ``ValueError`` (one line) when ``check`` rejects the knobs.
+    """
 
     def __init__(
         self,

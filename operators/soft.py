@@ -8,9 +8,10 @@ through ``m = s^2`` landmarks ``Q~`` (the query grid adaptively average-pooled t
 landmarks at every stage):
 ``A ~ A(Q, Q~) pinv(A(Q~, Q~)) A(Q~, Q)``, multiplied right to left with V, so the cost is
 O(N m C + m^2 C + m^3) per head instead of O(N^2 C). No row normalisation (that is the point:
-no softmax). The Moore-Penrose inverse is computed by ``pinv_iters`` steps of the iterative
-method SOFT and Nystromformer use (third-order Newton-Schulz,
-``Z <- Z (13 I - A Z (15 I - A Z (7 I - A Z))) / 4``), batched over images and heads. With
+no softmax). The Moore-Penrose inverse is computed iteratively, batched over images and heads:
+SOFT uses Newton-Raphson steps ``Z <- 2 Z - Z A Z``; this uses ``pinv_iters`` steps of the
+third-order variant of the same iteration from Nystromformer (Xiong et al. 2021),
+``Z <- Z (13 I - A Z (15 I - A Z (7 I - A Z))) / 4``, which needs fewer steps. With
 ``landmark_size`` at least the grid side (every token a landmark) the product reduces to exact Gaussian-kernel attention
 ``A V`` (a test checks). Not in timm.
 """
@@ -47,7 +48,10 @@ def iterative_pinv(a: torch.Tensor, iters: int) -> torch.Tensor:
 
 @MIXERS.register("soft")
 class SoftmaxFreeAttention(TokenMixer):
-    """SOFT: Gaussian-kernel attention with shared Q = K, approximated through pooled landmarks."""
+    """SOFT: Gaussian-kernel attention with shared Q = K, approximated through pooled landmarks.
+
+    ``(B, H, W, C) -> (B, H, W, C)``. Raises ``ValueError`` (one line) when ``check`` rejects the knobs.
+    """
 
     supported_pos = frozenset()
 

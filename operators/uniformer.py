@@ -23,7 +23,10 @@ from operators.registry import MIXERS
 
 @MIXERS.register("uniformer_local")
 class LocalRelationAggregator(TokenMixer):
-    """UniFormer local MHRA: 1x1 -> depthwise k x k (learned local affinity) -> 1x1."""
+    """UniFormer local MHRA: 1x1 -> depthwise k x k (learned local affinity) -> 1x1.
+
+    ``(B, H, W, C) -> (B, H, W, C)``. Raises ``ValueError`` (one line) when ``check`` rejects the knobs.
+    """
 
     supported_pos = frozenset()
 
