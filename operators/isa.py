@@ -4,7 +4,8 @@ Paper: Huang et al. 2019, "Interlaced Sparse Self-Attention for Semantic Segment
 attention is factorised into two sparse ones applied one after the other: a long-range step
 among tokens that sit far apart (one from each local block: groups of P x P tokens spaced
 ``H / P`` apart), then a short-range step inside P x P local blocks. Together every token
-reaches every other through one intermediate. Cost O(2 N P^2 C + 4 N C^2).
+reaches every other through one intermediate. Cost O(2 N P^2 C + 8 N C^2) (two q/k/v and output
+projections).
 
 The two steps are MaxViT's grid and block attention (``operators/maxvit.py``), which are the
 same permute-attend-unpermute operations; ISA applies them back to back inside one mixer (each
