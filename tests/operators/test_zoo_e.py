@@ -120,16 +120,41 @@ def test_rest_head_transform_mixes_logits_then_instance_norms():
     assert torch.allclose(m(x), ref, atol=1e-4)
 
 
-def test_isa_is_grid_attention_then_block_attention():
+def test_isa_on_a_divisible_grid_is_maxvit_grid_then_block_attention():
+    """8x8, P = 4: the long-range groups are MaxViT grid groups of 2x2 tokens 4 apart."""
     torch.manual_seed(0)
-    m = MIXERS["isa"](DIM, grid_size=(8, 12), window_size=4)
-    x = torch.randn(2, 8, 12, DIM)
-    g = MIXERS["maxvit_grid"](DIM, grid_size=(8, 12), window_size=4)
-    b = MIXERS["maxvit_block"](DIM, grid_size=(8, 12), window_size=4)
+    m = MIXERS["isa"](DIM, grid_size=(8, 8), window_size=4)
+    x = torch.randn(2, 8, 8, DIM)
+    g = MIXERS["maxvit_grid"](DIM, grid_size=(8, 8), window_size=2)
+    b = MIXERS["maxvit_block"](DIM, grid_size=(8, 8), window_size=4)
     g.load_state_dict(m.long_range.state_dict())
     b.load_state_dict(m.short_range.state_dict())
     assert torch.allclose(m(x), b(g(x)), atol=1e-5)
     assert not torch.allclose(m(x), g(b(x)), atol=1e-3)  # the order matters
+
+
+def _masked_attention(step, x, allowed):
+    """Full-map attention of one ISA step restricted to ``allowed (N, N)`` pairs."""
+    B, H, W, C = x.shape
+    q, k, v = step.qkv(x).view(B, H * W, 3, 4, C // 4).permute(2, 0, 3, 1, 4).unbind(0)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    return step.proj(out.transpose(1, 2).reshape(B, H, W, C))
+
+
+@pytest.mark.parametrize("grid", [(7, 10), (8, 12)], ids=lambda g: f"{g[0]}x{g[1]}")
+def test_isa_long_range_groups_tokens_p_apart_then_short_range_p_blocks(grid):
+    """Reference on the unpadded map: long range = same (row mod P, col mod P), short range =
+    same (row // P, col // P); padding (7 and 10 are not multiples of 3) changes nothing."""
+    torch.manual_seed(0)
+    P = 3
+    m = MIXERS["isa"](DIM, grid_size=grid, window_size=P)
+    x = torch.randn(2, *grid, DIM)
+    r = torch.arange(grid[0])[:, None].expand(grid).flatten()
+    c = torch.arange(grid[1])[None, :].expand(grid).flatten()
+    same_class = ((r % P)[:, None] == (r % P)[None]) & ((c % P)[:, None] == (c % P)[None])
+    same_block = ((r // P)[:, None] == (r // P)[None]) & ((c // P)[:, None] == (c // P)[None])
+    ref = _masked_attention(m.short_range, _masked_attention(m.long_range, x, same_class), same_block)
+    assert torch.allclose(m(x), ref, atol=1e-5)
 
 
 @pytest.mark.parametrize("grid", [(14, 14), (8, 12)], ids=lambda g: f"{g[0]}x{g[1]}")
