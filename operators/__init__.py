@@ -30,6 +30,9 @@ FAMILIES = (
     "outlook", "performer", "pooling", "pos_absolute", "pos_conditional", "pos_irpe", "pos_lepe", "pos_levit",
     "pos_relative", "pos_rope", "relu_linear", "separable", "sepconv", "shift", "shuffle_window",
     "spatial_reduction", "stem_t2t", "stems", "talking_heads", "twins", "window_attention", "xcit",
+    "channel_attention_ext", "mlp_ext", "parc", "uniformer", "isa", "double_attention", "coat",
+    "iformer", "edgevit", "rest", "glance_gaze", "pale",
+    "qna", "soft", "long_short", "quadtree",
 )
 _LOAD_LOCK = threading.RLock()
 _loaded = False
