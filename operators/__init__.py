@@ -30,6 +30,7 @@ FAMILIES = (
     "outlook", "performer", "pooling", "pos_absolute", "pos_conditional", "pos_irpe", "pos_lepe", "pos_levit",
     "pos_relative", "pos_rope", "relu_linear", "separable", "sepconv", "shift", "shuffle_window",
     "spatial_reduction", "stem_t2t", "stems", "talking_heads", "twins", "window_attention", "xcit",
+    "dcnv3",
 )
 _LOAD_LOCK = threading.RLock()
 _loaded = False

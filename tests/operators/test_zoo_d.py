@@ -1,0 +1,53 @@
+"""Zoo part D: DCNv3, MViTv2 pooling attention, Swin V2 cosine attention and log-CPB, ConViT's GPSA,
+DeepViT's re-attention, focal self-attention, MobileViT, Sparse Transformer patterns, SAN and local
+relation. Numerical checks against an existing operator (or timm / torchvision) wherever the new one
+reduces to it; the registry-wide contracts live in test_contract.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import operators  # noqa: F401  (fills the registries)
+from operators import MIXERS
+
+DIM = 64
+
+
+# ---------------------------------------------------------------- DCNv3
+
+
+def test_dcnv3_core_matches_torchvision_deform_conv2d():
+    from torchvision.ops import deform_conv2d
+
+    from operators.dcnv3 import dcnv3_sample
+
+    torch.manual_seed(0)
+    B, H, W, G, c, K = 2, 6, 7, 4, 3, 3
+    C = G * c
+    value = torch.randn(B, H, W, C)
+    offset = torch.randn(B, H, W, G, K * K, 2) * 1.5  # (x, y), fractional and out of the map at times
+    mask = torch.rand(B, H, W, G, K * K)
+    ours = dcnv3_sample(value, offset, mask, K)
+    # torchvision: (dy, dx) pairs per offset group and kernel point, channels-first; depthwise ones weight
+    tv_off = offset.flip(-1).reshape(B, H, W, G * K * K * 2).permute(0, 3, 1, 2)
+    tv_mask = mask.reshape(B, H, W, G * K * K).permute(0, 3, 1, 2)
+    ref = deform_conv2d(value.permute(0, 3, 1, 2), tv_off, torch.ones(C, 1, K, K), padding=1, mask=tv_mask)
+    assert torch.allclose(ours, ref.permute(0, 2, 3, 1), atol=1e-5)
+
+
+def test_dcnv3_at_init_is_a_box_filter_of_the_projected_values():
+    """Zero offsets and zero mask logits (InternImage's init): a 3x3 average with zero padding."""
+    torch.manual_seed(0)
+    m = MIXERS["dcnv3"](DIM, grid_size=(8, 12))
+    x = torch.randn(2, 8, 12, DIM)
+    v = m.input_proj(x).permute(0, 3, 1, 2)
+    box = F.avg_pool2d(v, 3, 1, 1, count_include_pad=True).permute(0, 2, 3, 1)
+    assert torch.allclose(m(x), m.output_proj(box), atol=1e-5)
+
+
+def test_dcnv3_rejects_bad_knobs():
+    with pytest.raises(ValueError, match="groups=5 must be positive and divide the width 64"):
+        MIXERS["dcnv3"](DIM, groups=5)
+    assert "odd" in MIXERS["dcnv3"].check(DIM, (14, 14), {"kernel_size": 4})
