@@ -31,6 +31,7 @@ FAMILIES = (
     "pos_relative", "pos_rope", "relu_linear", "separable", "sepconv", "shift", "shuffle_window",
     "spatial_reduction", "stem_t2t", "stems", "talking_heads", "twins", "window_attention", "xcit",
     "dcnv3",
+    "mvit",
 )
 _LOAD_LOCK = threading.RLock()
 _loaded = False

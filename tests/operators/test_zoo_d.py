@@ -51,3 +51,30 @@ def test_dcnv3_rejects_bad_knobs():
     with pytest.raises(ValueError, match="groups=5 must be positive and divide the width 64"):
         MIXERS["dcnv3"](DIM, groups=5)
     assert "odd" in MIXERS["dcnv3"].check(DIM, (14, 14), {"kernel_size": 4})
+
+
+# ---------------------------------------------------------------- MViTv2 pooling attention
+
+
+@pytest.mark.parametrize("mode,stride", [("conv", 2), ("avg", 2), ("max", 1), ("conv", 4)])
+def test_mvit_pool_matches_timm_multiscale_attention(mode, stride):
+    from timm.models.mvitv2 import MultiScaleAttention
+
+    grid = (8, 12)
+    torch.manual_seed(0)
+    ours = MIXERS["mvit_pool"](DIM, grid_size=grid, num_heads=4, kv_stride=stride, pool_mode=mode)
+    ref = MultiScaleAttention(DIM, DIM, grid, num_heads=4, mode=mode, kernel_q=(3, 3), kernel_kv=(3, 3),
+                              stride_q=(1, 1), stride_kv=(stride, stride), has_cls_token=False, rel_pos_type="",
+                              residual_pooling=True)
+    ref.load_state_dict(ours.state_dict())  # same parameter names
+    x = torch.randn(2, *grid, DIM)
+    out, q_size = ref(x.flatten(1, 2), list(grid))
+    assert list(q_size) == list(grid)
+    assert torch.allclose(ours(x), out.view(2, *grid, DIM), atol=1e-5)
+
+
+def test_mvit_pool_shrinks_keys_and_values():
+    m = MIXERS["mvit_pool"](DIM, grid_size=(8, 12), kv_stride=2)
+    q = torch.randn(1, 4, 96, 16)
+    assert m._pooled(q, m.pool_k, m.norm_k, 8, 12).shape == (1, 4, 4 * 6, 16)
+    assert "pool_mode='lp'" in MIXERS["mvit_pool"].check(DIM, (8, 8), {"pool_mode": "lp"})
