@@ -32,6 +32,7 @@ FAMILIES = (
     "spatial_reduction", "stem_t2t", "stems", "talking_heads", "twins", "window_attention", "xcit",
     "dcnv3",
     "mvit",
+    "pos_log_cpb", "swinv2",
 )
 _LOAD_LOCK = threading.RLock()
 _loaded = False

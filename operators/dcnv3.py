@@ -29,6 +29,20 @@ from operators.base import TokenMixer
 from operators.registry import MIXERS
 
 
+class OwnInitLinear(nn.Module):
+    """``F.linear`` with its own parameters: not an ``nn.Linear``, so the model-wide Linear init
+    (``search_space.builder``: truncated normal) leaves the operator's own init in place
+    (DCNv3's zero offsets, ConViT's local positional attention)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
 def kernel_offsets(kernel_size: int, dilation: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``(K*K, 2)`` (x, y) pixel offsets of the regular kernel grid around its centre, row-major in y."""
     r = torch.arange(kernel_size, device=device, dtype=dtype) * dilation
@@ -93,8 +107,8 @@ class DCNv3(TokenMixer):
         points = kernel_size * kernel_size
         self.dw_conv = nn.Conv2d(dim, dim, dw_kernel_size, padding=dw_kernel_size // 2, groups=dim)
         self.dw_norm = nn.LayerNorm(dim)
-        self.offset = nn.Linear(dim, groups * points * 2)
-        self.mask = nn.Linear(dim, groups * points)
+        self.offset = OwnInitLinear(dim, groups * points * 2)  # zero init survives the model's Linear init
+        self.mask = OwnInitLinear(dim, groups * points)
         self.input_proj = nn.Linear(dim, dim)
         self.output_proj = nn.Linear(dim, dim)
         self.reset_parameters()

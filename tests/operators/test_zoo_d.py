@@ -78,3 +78,68 @@ def test_mvit_pool_shrinks_keys_and_values():
     q = torch.randn(1, 4, 96, 16)
     assert m._pooled(q, m.pool_k, m.norm_k, 8, 12).shape == (1, 4, 4 * 6, 16)
     assert "pool_mode='lp'" in MIXERS["mvit_pool"].check(DIM, (8, 8), {"pool_mode": "lp"})
+
+
+def test_dcnv3_keeps_its_zero_offset_init_inside_a_model():
+    from search_space import ArchSpec, StageSpec, StemSpec, build_model
+
+    spec = ArchSpec(StemSpec("patchify", 4), (StageSpec(1, 32, "dcnv3", {}),), num_classes=10, img_size=32)
+    mixer = next(m for m in build_model(spec).modules() if type(m).__name__ == "DCNv3")
+    assert mixer.offset.weight.abs().sum() == 0 and mixer.mask.weight.abs().sum() == 0
+
+
+# ---------------------------------------------------------------- Swin V2: cosine attention, log-CPB
+
+
+def _timm_swinv2_window(ours, window):
+    from timm.models.swin_transformer_v2 import WindowAttention as TimmWindowAttention
+
+    ref = TimmWindowAttention(DIM, (window, window), num_heads=4)
+    with torch.no_grad():
+        ref.qkv.weight.copy_(ours.qkv.weight)
+        q_b, k_b, v_b = ours.qkv.bias.chunk(3)
+        k_b.zero_()  # timm (and the paper) have no key bias
+        ref.q_bias.copy_(q_b)
+        ref.v_bias.copy_(v_b)
+        ref.proj.load_state_dict(ours.proj.state_dict())
+        ref.logit_scale.copy_(torch.randn(4, 1, 1))  # some heads past the clamp at log(100)
+        ref.logit_scale[0] = 5.0
+        ours.pos.logit_scale.copy_(ref.logit_scale)
+        ref.cpb_mlp.load_state_dict(ours.pos.cpb_mlp.state_dict())
+    return ref
+
+
+def test_window_cosine_matches_timm_swinv2_window_attention():
+    torch.manual_seed(0)
+    ours = MIXERS["window_cosine"](DIM, grid_size=(7, 7), num_heads=4, window_size=7)
+    ref = _timm_swinv2_window(ours, 7)
+    x = torch.randn(2, 7, 7, DIM)
+    assert torch.allclose(ours(x), ref(x.view(2, 49, DIM)).view(2, 7, 7, DIM), atol=1e-4)
+    # one window of a larger grid is attended on its own: compare the first 7x7 window of 14x14
+    x = torch.randn(1, 14, 14, DIM)
+    win = ref(x[:, :7, :7].reshape(1, 49, DIM)).view(1, 7, 7, DIM)
+    assert torch.allclose(ours(x)[:, :7, :7], win, atol=1e-4)
+
+
+def test_log_cpb_is_a_function_of_the_offset_and_extrapolates():
+    from operators import POS_ENCODINGS
+
+    torch.manual_seed(0)
+    enc = POS_ENCODINGS["log_cpb"](dim=DIM, num_heads=4, grid_size=(6, 6))
+    b = enc.bias(torch.zeros(1, 4, 36, 16), (6, 6)).view(4, 6, 6, 6, 6)
+    assert torch.allclose(b[:, 1:, :, 1:, :], b[:, :-1, :, :-1, :])  # shift in y: same offsets, same bias
+    assert torch.allclose(b[:, :, 1:, :, 1:], b[:, :, :-1, :, :-1])
+    assert (b > 0).all() and (b < 16).all()
+    # another grid: offsets within the built range keep their values (normalised by the built size)
+    b2 = enc.bias(torch.zeros(1, 4, 80, 16), (8, 10)).view(4, 8, 10, 8, 10)
+    assert torch.allclose(b2[:, 2, 3, 4, 1], b[:, 2, 3, 4, 1])
+
+
+def test_log_cpb_is_accepted_by_window_and_global_attention():
+    assert "log_cpb" in MIXERS["attention"].supported_pos and "log_cpb" in MIXERS["window"].supported_pos
+    torch.manual_seed(0)
+    m = MIXERS["attention"](DIM, grid_size=(8, 12), pos_encoding="log_cpb")
+    x = torch.randn(2, 8, 12, DIM)
+    plain = MIXERS["attention"](DIM, grid_size=(8, 12))
+    plain.load_state_dict(m.state_dict(), strict=False)
+    assert not torch.allclose(m(x), plain(x), atol=1e-3)  # the bias changes the result
