@@ -33,6 +33,7 @@ FAMILIES = (
     "dcnv3",
     "mvit",
     "pos_log_cpb", "swinv2",
+    "convit", "deepvit",
 )
 _LOAD_LOCK = threading.RLock()
 _loaded = False

@@ -143,3 +143,72 @@ def test_log_cpb_is_accepted_by_window_and_global_attention():
     plain = MIXERS["attention"](DIM, grid_size=(8, 12))
     plain.load_state_dict(m.state_dict(), strict=False)
     assert not torch.allclose(m(x), plain(x), atol=1e-3)  # the bias changes the result
+
+
+# ---------------------------------------------------------------- ConViT GPSA, DeepViT re-attention
+
+
+def test_gpsa_matches_timm_convit_gpsa():
+    from timm.models.convit import GPSA
+
+    torch.manual_seed(0)
+    ours = MIXERS["gpsa"](DIM, grid_size=(7, 7), num_heads=4, locality_strength=1.0)
+    ref = GPSA(DIM, num_heads=4, locality_strength=1.0)
+    ref.local_init()  # timm's ConViT calls it from the model; it writes the same positional weights
+    assert torch.allclose(ref.pos_proj.weight, ours.pos_proj.weight)
+    with torch.no_grad():
+        ours.gating_param.copy_(torch.tensor([-2.0, 0.0, 1.0, 3.0]))
+        ours.pos_proj.bias.copy_(torch.randn(4))
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 7, 7, DIM)
+    assert torch.allclose(ours(x), ref(x.view(2, 49, DIM)).view(2, 7, 7, DIM), atol=1e-5)
+
+
+def test_gpsa_with_closed_gate_is_global_attention():
+    torch.manual_seed(0)
+    g = MIXERS["gpsa"](DIM, grid_size=(8, 12), qkv_bias=True)
+    with torch.no_grad():
+        g.gating_param.fill_(-30.0)  # sigmoid -> 0: content attention only
+    a = MIXERS["attention"](DIM, grid_size=(8, 12))
+    with torch.no_grad():
+        a.qkv.weight.copy_(torch.cat([g.qk.weight, g.v.weight]))
+        a.qkv.bias.copy_(torch.cat([g.qk.bias, g.v.bias]))
+        a.proj.load_state_dict(g.proj.state_dict())
+    x = torch.randn(2, 8, 12, DIM)
+    assert torch.allclose(g(x), a(x), atol=1e-5)
+
+
+def test_gpsa_open_gate_attends_locally_at_init():
+    """Each head's positional weights peak at its own offset of a 3x3 square (9 heads: local init)."""
+    torch.manual_seed(0)
+    g = MIXERS["gpsa"](72, grid_size=(9, 9), num_heads=9, locality_strength=4.0)
+    logits = g.pos_proj(g.rel).permute(2, 0, 1)  # (heads, N, N)
+    centre = 4 * 9 + 4
+    peaks = logits[:, centre].argmax(-1)  # key index of the strongest weight per head
+    offsets = {(int(p) % 9 - 4, int(p) // 9 - 4) for p in peaks}  # (dx, dy)
+    assert offsets == {(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)}
+
+
+def test_reattention_with_identity_theta_is_global_attention_in_eval():
+    torch.manual_seed(0)
+    r = MIXERS["reattention"](DIM, grid_size=(8, 12), qkv_bias=True).eval()  # fresh BN: mean 0, var 1
+    a = MIXERS["attention"](DIM, grid_size=(8, 12))
+    a.load_state_dict({k: v for k, v in r.state_dict().items() if k.startswith(("qkv", "proj"))})
+    x = torch.randn(2, 8, 12, DIM)
+    eps = r.var_norm.eps
+    assert torch.allclose(r(x), a(x.clone()) / (1 + eps) ** 0.5 + r.proj.bias * (1 - (1 + eps) ** -0.5), atol=1e-5)
+
+
+def test_reattention_mixes_heads():
+    torch.manual_seed(0)
+    r = MIXERS["reattention"](DIM, grid_size=(6, 6)).eval()
+    x = torch.randn(1, 6, 6, DIM)
+    y0 = r(x)
+    with torch.no_grad():
+        r.reatten_weight.copy_(torch.ones(4, 4) / 4)  # every head gets the mean map
+        y1 = r(x)
+        r.qkv.weight[:16].mul_(2)  # change head 0's queries only: every head's output moves
+        y2 = r(x)
+    assert not torch.allclose(y0, y1, atol=1e-4)
+    d = (y2 - y1).view(1, 36, DIM) @ torch.linalg.pinv(r.proj.weight).T
+    assert (d.view(1, 36, 4, 16).abs().amax(dim=(0, 1, 3)) > 1e-4).all()
