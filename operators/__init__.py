@@ -34,6 +34,7 @@ FAMILIES = (
     "mvit",
     "pos_log_cpb", "swinv2",
     "convit", "deepvit",
+    "focal_attention",
 )
 _LOAD_LOCK = threading.RLock()
 _loaded = False

@@ -212,3 +212,51 @@ def test_reattention_mixes_heads():
     assert not torch.allclose(y0, y1, atol=1e-4)
     d = (y2 - y1).view(1, 36, DIM) @ torch.linalg.pinv(r.proj.weight).T
     assert (d.view(1, 36, 4, 16).abs().amax(dim=(0, 1, 3)) > 1e-4).all()
+
+
+# ---------------------------------------------------------------- focal self-attention
+
+
+def _focal_reference(m, x):
+    """Focal self-attention by its definition, one query at a time (slow; the test's ground truth)."""
+    B, H, W, C = x.shape
+    w, e, f, h = m.window, m.expand, m.focal_window, m.num_heads
+    d = C // h
+    q, k, v = m.qkv(x).split(C, dim=-1)  # (B, H, W, C) each
+    nh, nw = -(-H // w), -(-W // w)
+    pooled_k = torch.zeros(B, nh, nw, C)
+    pooled_v = torch.zeros(B, nh, nw, C)
+    for i in range(nh):
+        for j in range(nw):
+            pooled_k[:, i, j] = k[:, i * w:(i + 1) * w, j * w:(j + 1) * w].mean(dim=(1, 2))
+            pooled_v[:, i, j] = v[:, i * w:(i + 1) * w, j * w:(j + 1) * w].mean(dim=(1, 2))
+    out = torch.zeros(B, H, W, C)
+    for y in range(H):
+        for x_ in range(W):
+            i, j = y // w, x_ // w
+            keys, vals = [], []
+            for yy in range(i * w - e, (i + 1) * w + e):
+                for xx in range(j * w - e, (j + 1) * w + e):
+                    if 0 <= yy < H and 0 <= xx < W:
+                        keys.append(k[:, yy, xx])
+                        vals.append(v[:, yy, xx])
+            for ii in range(i - f // 2, i + f // 2 + 1):
+                for jj in range(j - f // 2, j + f // 2 + 1):
+                    if 0 <= ii < nh and 0 <= jj < nw:
+                        keys.append(pooled_k[:, ii, jj])
+                        vals.append(pooled_v[:, ii, jj])
+            K = torch.stack(keys, 1).view(B, -1, h, d)
+            V = torch.stack(vals, 1).view(B, -1, h, d)
+            Q = q[:, y, x_].view(B, h, d)
+            a = torch.einsum("bhd,blhd->bhl", Q, K) / d ** 0.5
+            out[:, y, x_] = torch.einsum("bhl,blhd->bhd", a.softmax(-1), V).reshape(B, C)
+    return m.proj(out)
+
+
+@pytest.mark.parametrize("grid,window,expand,focal", [((6, 9), 3, 1, 3), ((7, 10), 3, 2, 3), ((8, 8), 4, 0, 1)])
+def test_focal_attention_matches_its_definition(grid, window, expand, focal):
+    torch.manual_seed(0)
+    m = MIXERS["focal_attention"](DIM, grid_size=grid, window_size=window, expand_size=expand, focal_window=focal)
+    x = torch.randn(2, *grid, DIM)
+    with torch.no_grad():
+        assert torch.allclose(m(x), _focal_reference(m, x), atol=1e-5)
