@@ -35,6 +35,7 @@ FAMILIES = (
     "pos_log_cpb", "swinv2",
     "convit", "deepvit",
     "focal_attention",
+    "mobilevit",
 )
 _LOAD_LOCK = threading.RLock()
 _loaded = False

@@ -260,3 +260,28 @@ def test_focal_attention_matches_its_definition(grid, window, expand, focal):
     x = torch.randn(2, *grid, DIM)
     with torch.no_grad():
         assert torch.allclose(m(x), _focal_reference(m, x), atol=1e-5)
+
+
+# ---------------------------------------------------------------- MobileViT
+
+
+def test_mobilevit_is_timms_block_with_silu():
+    from timm.models import create_model
+
+    torch.manual_seed(0)
+    m = MIXERS["mobilevit"](96, grid_size=(8, 12), num_heads=4, transformer_dim=144)
+    # the block timm builds inside MobileViT-S (stage 3: 96 channels, transformer width 144)
+    net = create_model("mobilevit_s", pretrained=False)
+    ref = net.stages[2][1]
+    assert sum(p.numel() for p in m.parameters()) == sum(p.numel() for p in ref.parameters())
+    ref.load_state_dict(m.block.state_dict())
+    x = torch.randn(2, 8, 12, 96)
+    m.eval(), ref.eval()
+    assert torch.allclose(m(x), ref(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1), atol=1e-5)
+    assert isinstance(m.block.conv_kxk.bn.act, torch.nn.SiLU) or isinstance(m.block.conv_kxk.act, torch.nn.SiLU)
+
+
+def test_mobilevit_resizes_grids_the_patch_does_not_divide():
+    m = MIXERS["mobilevit"](DIM, grid_size=(7, 7), patch_size=2)
+    assert m(torch.randn(1, 7, 9, DIM)).shape == (1, 7, 9, DIM)
+    assert "patch_size=8" in MIXERS["mobilevit"].check(DIM, (7, 7), {"patch_size": 8})
