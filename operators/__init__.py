@@ -36,6 +36,7 @@ FAMILIES = (
     "convit", "deepvit",
     "focal_attention",
     "mobilevit",
+    "sparse_transformer",
 )
 _LOAD_LOCK = threading.RLock()
 _loaded = False

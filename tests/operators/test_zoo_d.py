@@ -285,3 +285,50 @@ def test_mobilevit_resizes_grids_the_patch_does_not_divide():
     m = MIXERS["mobilevit"](DIM, grid_size=(7, 7), patch_size=2)
     assert m(torch.randn(1, 7, 9, DIM)).shape == (1, 7, 9, DIM)
     assert "patch_size=8" in MIXERS["mobilevit"].check(DIM, (7, 7), {"patch_size": 8})
+
+
+# ---------------------------------------------------------------- Sparse Transformer patterns
+
+
+def _as_global(m, grid):
+    a = MIXERS["attention"](DIM, grid_size=grid)
+    a.load_state_dict(m.state_dict())
+    return a
+
+
+@pytest.mark.parametrize("name,knobs", [("sparse_strided", {"stride": 1}), ("sparse_fixed", {"block": 1})])
+def test_sparse_pattern_that_covers_every_key_is_global_attention(name, knobs):
+    torch.manual_seed(0)
+    m = MIXERS[name](DIM, grid_size=(8, 12), **knobs)
+    assert bool(m.allowed(8, 12).all())
+    x = torch.randn(2, 8, 12, DIM)
+    assert torch.allclose(m(x), _as_global(m, (8, 12))(x), atol=1e-5)
+
+
+def test_sparse_patterns_on_a_grid():
+    from operators.sparse_transformer import fixed_pattern, strided_pattern
+
+    a1, a2 = strided_pattern(12, 4)  # a 3x4 grid, stride = row width
+    assert a1[5].nonzero().flatten().tolist() == [2, 3, 4, 5, 6, 7, 8]  # |i - j| < 4
+    assert a2[5].nonzero().flatten().tolist() == [1, 5, 9]  # the column of token 5
+    f1, f2 = fixed_pattern(12, 4, 1)
+    assert f1[5].nonzero().flatten().tolist() == [4, 5, 6, 7]  # its row (block)
+    assert f2[5].nonzero().flatten().tolist() == [3, 7, 11]  # the last token of every row
+    m = MIXERS["sparse_fixed"](DIM, grid_size=(3, 4), combine="heads", num_heads=4)
+    allowed = m.allowed(3, 4)
+    assert torch.equal(allowed[0], f1) and torch.equal(allowed[1], f2) and torch.equal(allowed[2], f1)
+    odd = MIXERS["sparse_strided"](DIM, grid_size=(3, 4), combine="interleave", block_index=1)
+    assert torch.equal(odd.allowed(3, 4)[0], a2)
+
+
+@pytest.mark.parametrize("combine", ["union", "heads"])
+def test_sparse_attention_equals_masked_softmax(combine):
+    torch.manual_seed(0)
+    m = MIXERS["sparse_strided"](DIM, grid_size=(6, 5), combine=combine)
+    x = torch.randn(2, 6, 5, DIM)
+    q, k, v = m.qkv(x).view(2, 30, 3, 4, 16).permute(2, 0, 3, 1, 4)
+    logits = (q @ k.transpose(-1, -2)) / 4.0
+    logits = logits.masked_fill(~m.allowed(6, 5), float("-inf"))
+    ref = m.proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(2, 30, DIM)).view(2, 6, 5, DIM)
+    assert torch.allclose(m(x), ref, atol=1e-5)
+    assert not torch.allclose(m(x), _as_global(m, (6, 5))(x), atol=1e-3)
