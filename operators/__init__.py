@@ -37,6 +37,7 @@ FAMILIES = (
     "focal_attention",
     "mobilevit",
     "sparse_transformer",
+    "san", "local_relation",
 )
 _LOAD_LOCK = threading.RLock()
 _loaded = False

@@ -332,3 +332,68 @@ def test_sparse_attention_equals_masked_softmax(combine):
     ref = m.proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(2, 30, DIM)).view(2, 6, 5, DIM)
     assert torch.allclose(m(x), ref, atol=1e-5)
     assert not torch.allclose(m(x), _as_global(m, (6, 5))(x), atol=1e-3)
+
+
+# ---------------------------------------------------------------- SAN patchwise, local relation
+
+
+def test_san_patch_with_uniform_weights_is_a_reflection_padded_box_filter():
+    torch.manual_seed(0)
+    m = MIXERS["san_patch"](DIM, grid_size=(8, 12), kernel_size=5)
+    with torch.no_grad():
+        m.conv_w[-1].weight.zero_()
+        m.conv_w[-1].bias.fill_(1 / 25)
+    x = torch.randn(2, 8, 12, DIM)
+    v = F.pad(m.conv3(x).permute(0, 3, 1, 2), (2, 2, 2, 2), mode="reflect")
+    assert torch.allclose(m(x), F.avg_pool2d(v, 5, 1).permute(0, 2, 3, 1), atol=1e-5)
+
+
+def test_san_patch_matches_its_definition_at_one_position():
+    torch.manual_seed(0)
+    m = MIXERS["san_patch"](DIM, grid_size=(6, 7), kernel_size=3, share_planes=4).eval()
+    with torch.no_grad():
+        for bn in (m.conv_w[0], m.conv_w[3]):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(1, 6, 7, DIM)
+    y, i, j = m(x), 0, 4  # a border position: the footprint reflects row -1 to row 1
+    rows, cols = [1, 0, 1], [3, 4, 5]
+    q = m.conv1(x[0, i, j])
+    keys = torch.stack([m.conv2(x[0, r, c]) for r in rows for c in cols])  # (9, r), footprint row-major
+    feat = torch.cat([q, keys.T.reshape(-1)])  # channel-major, as the unfold
+    w = m.conv_w(feat[None, :, None])[0, :, 0].view(DIM // 4, 9)  # (wc, 9)
+    vals = torch.stack([m.conv3(x[0, r, c]) for r in rows for c in cols])  # (9, C)
+    ref = (vals.T * w.repeat(4, 1)).sum(-1)  # channel c uses weight c mod wc
+    assert torch.allclose(y[0, i, j], ref, atol=1e-5)
+
+
+def test_local_relation_without_relation_or_geometry_is_an_average_over_the_neighbourhood():
+    torch.manual_seed(0)
+    m = MIXERS["local_relation"](DIM, grid_size=(8, 12), kernel_size=5)
+    with torch.no_grad():
+        m.qk.weight.zero_(), m.qk.bias.zero_()
+        m.geometry[-1].weight.zero_(), m.geometry[-1].bias.zero_()
+    x = torch.randn(2, 8, 12, DIM)
+    v = m.value(x).permute(0, 3, 1, 2)
+    box = F.avg_pool2d(v, 5, 1, 2, count_include_pad=False).permute(0, 2, 3, 1)  # neighbours inside the map
+    assert torch.allclose(m(x), m.proj(box), atol=1e-5)
+
+
+def test_local_relation_matches_its_definition_at_one_position():
+    torch.manual_seed(0)
+    m = MIXERS["local_relation"](DIM, grid_size=(6, 7), kernel_size=3, groups=4)
+    x = torch.randn(1, 6, 7, DIM)
+    y, i, j = m(x), 5, 0  # a corner: 4 neighbours inside the map
+    qk = m.qk(x[0])  # (H, W, 2m)
+    v = m.value(x[0])
+    logits, vals = [], []
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            r, c = i + dy, j + dx
+            if 0 <= r < 6 and 0 <= c < 7:
+                g = m.geometry(torch.tensor([float(dx), float(dy)]))
+                logits.append(-(qk[i, j, :4] - qk[r, c, 4:]) ** 2 + g)
+                vals.append(v[r, c])
+    a = torch.stack(logits).softmax(0)  # (n, m)
+    ref = (torch.stack(vals).view(-1, 4, DIM // 4) * a[:, :, None]).sum(0).reshape(DIM)
+    assert torch.allclose(y[0, i, j], m.proj(ref), atol=1e-5)
