@@ -9,8 +9,8 @@ strength ``locality_strength``), so the layer starts convolution-like. Cost: O(N
 attention, plus an ``heads x N x N`` positional logit table per grid.
 
 ``A V = (1 - s) A_content V + s A_pos V`` (both rows sum to one, so ConViT's renormalisation is a
-no-op): both halves go through the fused SDPA kernel, the positional one with a zero query and
-the positional logits as the additive mask. The parameters and the relative offsets follow
+no-op): the content half goes through the fused SDPA kernel; the positional weights do not depend
+on the input, so their softmax is one ``heads x N x N`` table per forward, applied to V by a matmul. The parameters and the relative offsets follow
 ``timm.models.convit.GPSA`` (a test loads its weights and compares outputs on a square grid);
 timm derives the offsets from a square token count, here any ``H x W`` grid works.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from operators.base import TokenMixer, attend, merge_heads
@@ -88,8 +87,7 @@ class GatedPositionalSelfAttention(TokenMixer):
         rel = self.rel if (H, W) == self.grid_size else relative_offsets(H, W).to(x.device)
         pos_logits = self.pos_proj(rel.to(x.dtype)).permute(2, 0, 1)  # (heads, N, N)
         content = attend(q, k, v)  # (B, heads, N, d)
-        # softmax(pos_logits) V through SDPA: a zero query makes the logits exactly the mask
-        positional = F.scaled_dot_product_attention(torch.zeros_like(q), k, v, attn_mask=pos_logits[None])
+        positional = pos_logits.softmax(dim=-1) @ v  # (heads, N, N) @ (B, heads, N, d) -> (B, heads, N, d)
         gate = torch.sigmoid(self.gating_param).view(1, -1, 1, 1)
         out = (1.0 - gate) * content + gate * positional  # (B, heads, N, d)
         return self.proj(merge_heads(out)).view(B, H, W, C)
