@@ -8,7 +8,7 @@ where g is a small MLP (2 -> 32 -> groups, ReLU) of the relative position, the g
 The channels of group m are aggregated with that group's weights. Projections before (values)
 and after, as the 1x1 convolutions around the LR layer in LR-Net's bottleneck. Neighbours outside
 the map are excluded from the softmax. Cost: O(N (2 C^2 + 2 C m + k^2 (C + m))) MACs for N tokens,
-C channels, k x k neighbourhood and m groups.
+C channels, k x k neighbourhood and m groups; memory O(N C k^2) for the gathered neighbourhoods.
 
 Gathered with ``F.unfold`` (no loop over positions). timm has no local relation layer.
 """

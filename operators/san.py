@@ -8,7 +8,9 @@ output is ``y_i = sum_j alpha_j * beta(x_j)`` (Hadamard, each weight shared by `
 channels: channel c uses weight ``c mod (dim / share_planes)``, as the official Aggregation op).
 Footprints reach past the border through reflection padding, as the official code. As in the paper,
 patchwise weights are not softmax-normalised. Cost: O(N (C^2 (1 + 2 / r) + (C / r) (k^2 + 1) C / s
-+ k^2 C^2 / s^2 + k^2 C)) MACs for N tokens, C channels, footprint k, reduction r and sharing s.
++ k^2 C^2 / s^2 + k^2 C)) MACs for N tokens, C channels, footprint k, reduction r and sharing s;
+memory O(N C k^2) for the gathered footprints (about 15x global attention's at k = 7, C = 64 on
+28x28: ``benchmarks/mixers.py``).
 
 Gathered with ``F.unfold`` (no loop over positions); 1x1 convs over the flattened map as
 ``Conv1d``. timm has no SAN.
