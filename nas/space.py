@@ -153,7 +153,7 @@ def clamp_knobs(mixer_cls: Any, dim: int, grid: tuple[int, int], knobs: dict[str
         while dim % h:
             h -= 1
         knobs["num_heads"] = h
-    for name in ("window_size", "sr_ratio"):
+    for name in ("window_size", "sr_ratio", "block_size"):
         if name in known:
             v = knobs.get(name, known[name].default)
             if v is not None and v > side:

@@ -33,6 +33,14 @@ FAMILIES = (
     "channel_attention_ext", "mlp_ext", "parc", "uniformer", "isa", "double_attention", "coat",
     "iformer", "edgevit", "rest", "glance_gaze", "pale",
     "qna", "soft", "long_short", "quadtree",
+    "dcnv3",
+    "mvit",
+    "pos_log_cpb", "swinv2",
+    "convit", "deepvit",
+    "focal_attention",
+    "mobilevit",
+    "sparse_transformer",
+    "san", "local_relation",
 )
 _LOAD_LOCK = threading.RLock()
 _loaded = False
