@@ -54,6 +54,11 @@ def load_families() -> None:
     with _LOAD_LOCK:  # re-entrant: a family that looks a name up while loading gets what is there
         if _loaded:
             return
+        # timm first, before any family is half-imported: importing timm runs the project's timm
+        # registration (search_space._timm_names), which looks names up and so loads the families;
+        # done inside a family's import, a family that imports another (channel_attention_ext)
+        # would meet it half-initialised
+        importlib.import_module("timm")
         for name in FAMILIES:
             importlib.import_module(f"operators.{name}")
         _loaded = True
