@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import NasError
+from nas.samplers import DEFAULT_SAMPLER
+from nas.samplers import SAMPLER_NAMES as SAMPLERS
 
 BACKENDS = ("optuna", "ray")
-SAMPLERS = ("nsga2", "tpe", "gp", "random")
 SHAPES = ("isotropic", "pyramid")
 OBJECTIVES = {"accuracy": "maximize", "flops": "minimize", "params": "minimize", "latency_ms": "minimize"}
 EVALUATORS = ("proxy", "zero_cost", "synthetic")
@@ -182,6 +183,7 @@ class EvaluatorSpec:
 class PresetsSpec:
     names: tuple[str, ...] = ()
     evaluate: bool = False
+    warm_start: bool = False            # seed the evolution sampler's first population with them
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,7 @@ class StudySpec:
     name: str
     storage: str
     backend: str = "optuna"
-    sampler: str = "nsga2"
+    sampler: str = DEFAULT_SAMPLER
     trials: int | None = 20
     timeout_s: float | None = None
     seed: int = 0
@@ -756,7 +758,7 @@ def parse_study(text: str, path: str = "<study>", base_dir: str | Path | None = 
     kw["evaluator"] = EvaluatorSpec(**ekw)
 
     pr = _table(ctx, raw, "presets", "")
-    _check_keys(ctx, "presets", pr, ["names", "evaluate"])
+    _check_keys(ctx, "presets", pr, ["names", "evaluate", "warm_start"])
     pkw: dict[str, Any] = {}
     if "names" in pr:
         from search_space import PRESETS
@@ -764,6 +766,8 @@ def parse_study(text: str, path: str = "<study>", base_dir: str | Path | None = 
         pkw["names"] = _str_list(ctx, "presets", "names", pr["names"], allowed=list(PRESETS))
     if "evaluate" in pr:
         pkw["evaluate"] = _typed(ctx, "presets", "evaluate", pr["evaluate"], bool, "true or false")
+    if "warm_start" in pr:
+        pkw["warm_start"] = _typed(ctx, "presets", "warm_start", pr["warm_start"], bool, "true or false")
     kw["presets"] = PresetsSpec(**pkw)
 
     ry = _table(ctx, raw, "ray", "")
@@ -842,6 +846,7 @@ def spec_from_dict(d: dict[str, Any]) -> StudySpec:
         objectives=tuple(Objective(**o) for o in d["objectives"]),
         reference_point=tuple(ref) if ref is not None else None,
         constraints=ConstraintsSpec(**d["constraints"]), latency=LatencySpec(**d["latency"]),
-        evaluator=evaluator, presets=PresetsSpec(names=tuple(d["presets"]["names"]), evaluate=d["presets"]["evaluate"]),
+        evaluator=evaluator, presets=PresetsSpec(names=tuple(d["presets"]["names"]), evaluate=d["presets"]["evaluate"],
+                            warm_start=d["presets"].get("warm_start", False)),
         ray=RaySpec(**d["ray"]), path=d.get("path"),
     )
