@@ -33,7 +33,7 @@ BACKENDS = ("optuna", "ray")
 SHAPES = ("isotropic", "pyramid")
 OBJECTIVES = {"accuracy": "maximize", "flops": "minimize", "params": "minimize", "latency_ms": "minimize"}
 EVALUATORS = ("proxy", "zero_cost", "synthetic")
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
+DATASETS = ("digits", "digit_pairs", "cifar10", "cifar100", "imagefolder", "synthetic")
 PRUNERS = ("none", "median", "asha", "hyperband")
 _SI = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 

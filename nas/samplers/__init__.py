@@ -6,9 +6,9 @@ use it alike on the same store, and every sampler reads its history from the sto
 - ``evolution`` (the default): ``nas.samplers.evolution.EvolutionSampler``, a steady-state,
   constraint-aware evolutionary search on the genome itself (non-dominated sorting with
   crowding, constraint domination, tournament parents, genome mutation and stage crossover,
-  random immigrants, optional preset warm start).
-- ``evolution_surrogate``: the same, with an online surrogate that ranks several candidate
-  children and proposes the most promising (``nas.samplers.surrogate``).
+  random immigrants, optional preset warm start), with an online surrogate that ranks several
+  candidate children and proposes the most promising (``nas.samplers.surrogate``).
+- ``evolution_plain``: the same without the surrogate (one child per trial).
 - ``random``, ``tpe``, ``nsga2``, ``gp``: Optuna's samplers.
 
 Seeding (same seed + same history -> same proposals; a resumed or parallel worker never replays
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from nas.study import StudySpec
 
 DEFAULT_SAMPLER = "evolution"
-SAMPLER_NAMES = ("evolution", "evolution_surrogate", "nsga2", "tpe", "gp", "random")
+SAMPLER_NAMES = ("evolution", "evolution_plain", "nsga2", "tpe", "gp", "random")
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -87,10 +87,10 @@ def make_sampler(spec: StudySpec, worker: int = 0, target: int | None = None) ->
     from nas.errors import NasError
 
     n = target or spec.trials or 50
-    if spec.sampler in ("evolution", "evolution_surrogate"):
+    if spec.sampler in ("evolution", "evolution_plain"):
         from nas.samplers.evolution import EvolutionSampler
 
-        return EvolutionSampler(spec, target=n, surrogate=spec.sampler == "evolution_surrogate")
+        return EvolutionSampler(spec, target=n, surrogate=spec.sampler == "evolution")
     if spec.sampler not in _OPTUNA:
         raise NasError(f"unknown sampler {spec.sampler!r}; choose one of {', '.join(SAMPLER_NAMES)}")
     from nas.samplers.seeding import PerTrialSeeded

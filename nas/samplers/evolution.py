@@ -68,7 +68,7 @@ class EvolutionConfig:
     immigrant_share: float = 0.1
     crossover_prob: float = 0.5
     extra_mutation_prob: float = 0.3
-    candidates: int = 12
+    candidates: int = 8
     max_attempts: int = 60
     warm_start: bool = False
     surrogate_window: int = 400
