@@ -52,7 +52,9 @@ from benchmarks._common import machine_info, write_json  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLERS = ("random", "tpe", "nsga2", "evolution", "evolution_plain")
 TRAIN_SEED = 0
-REAL = {"img_size": 24, "subset": 1200, "epochs": 8, "batch_size": 64, "max_flops": "1.5M", "max_params": "150K"}
+# the smallest recipe seen to lift accuracy clearly above chance on digit_pairs (2,876 training pairs)
+REAL = {"img_size": 24, "subset": None, "epochs": 12, "batch_size": 64, "lr": 5e-3, "max_flops": "1.5M",
+        "max_params": "150K"}
 
 
 # --- landscapes --------------------------------------------------------------------------
@@ -68,7 +70,7 @@ def landscape(kind: str, storage: str) -> Any:
     cap_f, cap_p = parse_count(REAL["max_flops"], "max_flops"), parse_count(REAL["max_params"], "max_params")
     return base.replace(
         data=base.data.__class__(dataset="digit_pairs", img_size=REAL["img_size"], subset=REAL["subset"]),
-        evaluator=base.evaluator.__class__(**{**ev, "kind": "proxy", "epochs": REAL["epochs"],
+        evaluator=base.evaluator.__class__(**{**ev, "kind": "proxy", "epochs": REAL["epochs"], "lr": REAL["lr"],
                                               "batch_size": REAL["batch_size"], "time_limit_s": None}),
         constraints=base.constraints.__class__(max_flops=cap_f, max_params=cap_p),
         reference_point=(0.0, float(cap_f)))

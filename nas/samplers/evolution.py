@@ -37,7 +37,7 @@ from optuna.trial import TrialState
 
 from nas import attrs
 from nas.samplers import trial_seed
-from nas.samplers.genome_ops import GenomeOps, Plan
+from nas.samplers.genome_ops import Dist, GenomeOps, Plan
 from nas.space import InvalidCandidate, SearchSpace, num_classes_for
 from nas.study import StudySpec
 from search_space.genome import ArchSpec
@@ -68,7 +68,7 @@ class EvolutionConfig:
     immigrant_share: float = 0.1
     crossover_prob: float = 0.5
     extra_mutation_prob: float = 0.3
-    candidates: int = 8
+    candidates: int = 4
     max_attempts: int = 60
     warm_start: bool = False
     surrogate_window: int = 400
@@ -150,7 +150,7 @@ class EvolutionSampler(BaseSampler):
         plan = self._plans.get(trial.number)
         if plan is None:
             plan = trial.system_attrs.get(PLAN_KEY) or {}
-        if param_name in plan and _contains(param_distribution, plan[param_name]):
+        if param_name in plan and Dist.from_optuna(param_distribution).contains(plan[param_name]):
             return plan[param_name]
         # not planned (another space than the plan's): a seeded draw of this trial's own stream
         fb = self._fallback.get(trial.number)
@@ -374,18 +374,3 @@ class EvolutionSampler(BaseSampler):
             assert self._ops is not None
             self._surrogate = Surrogate(self.study, self.costs, window=self.config.surrogate_window)
         return self._surrogate
-
-
-def _contains(dist: Any, v: Any) -> bool:
-    """Whether Optuna distribution ``dist`` allows value ``v`` (public attributes only)."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    if isinstance(dist, CategoricalDistribution):
-        return any(type(v) is type(c) and v == c for c in dist.choices)
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return False
-    if isinstance(dist, IntDistribution):
-        return float(v).is_integer() and dist.low <= v <= dist.high and (dist.log or (int(v) - dist.low) % dist.step == 0)
-    if isinstance(dist, FloatDistribution):
-        return dist.low <= v <= dist.high
-    return False

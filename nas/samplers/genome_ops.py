@@ -42,6 +42,16 @@ class Dist:
     step: float | None = None
     log: bool = False
 
+    @classmethod
+    def from_optuna(cls, d: Any) -> Dist:
+        """The same distribution as an Optuna ``BaseDistribution``."""
+        from optuna.distributions import CategoricalDistribution, IntDistribution
+
+        if isinstance(d, CategoricalDistribution):
+            return cls("cat", tuple(d.choices))
+        kind = "int" if isinstance(d, IntDistribution) else "float"
+        return cls(kind, (), d.low, d.high, d.step, d.log)
+
     def contains(self, v: Any) -> bool:
         if self.kind == "cat":
             return any(_same(v, c) for c in self.choices)

@@ -100,7 +100,7 @@ class Surrogate:
             if o.name in COSTS:
                 continue
             y = np.asarray([m.trial.values[j] for m in data], dtype=np.float64)
-            model = ExtraTreesRegressor(n_estimators=32, min_samples_leaf=2, max_features=0.6, random_state=seed % 2**31)
+            model = ExtraTreesRegressor(n_estimators=24, min_samples_leaf=2, max_features=0.6, random_state=seed % 2**31)
             self._models[o.name] = model.fit(x, y)
         return True
 
