@@ -298,7 +298,7 @@ def test_ray_backend_runs_the_evolution_sampler(tmp_path):
     spec = spec.replace(ray=spec.ray.__class__(cpus_per_trial=1, max_concurrent=2))
     prepare(spec, heartbeat_s=None)
     try:
-        result = ray_backend.run(spec, target=14, show_progress=False, ray_init={"num_cpus": 2})
+        result = ray_backend.run(spec, target=14, show_progress=False, ray_init={"num_cpus": 2, "address": "local"})  # its own instance
     finally:
         ray.shutdown()
     assert result.done == 14
