@@ -33,6 +33,8 @@ from typing import Any
 from evaluators.config import DataSpec as LibraryData
 from evaluators.config import ProxyConfig
 from nas.errors import NasError, did_you_mean
+from nas.samplers import DEFAULT_SAMPLER
+from nas.samplers import SAMPLER_NAMES as SAMPLERS
 from nas.schema import (
     Ctx,
     borrow,
@@ -48,11 +50,10 @@ from nas.schema import (
 )
 
 BACKENDS = ("optuna", "ray")
-SAMPLERS = ("nsga2", "tpe", "gp", "random")
 SHAPES = ("isotropic", "pyramid")
 OBJECTIVES = {"accuracy": "maximize", "flops": "minimize", "params": "minimize", "latency_ms": "minimize"}
 EVALUATORS = ("proxy", "zero_cost", "synthetic")
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
+DATASETS = ("digits", "digit_pairs", "cifar10", "cifar100", "imagefolder", "synthetic")
 PRUNERS = ("none", "median", "asha", "hyperband")
 _SI = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
@@ -479,6 +480,8 @@ class PresetsSpec:
     names: tuple[str, ...] = setting((), "preset names (search_space.PRESETS)",
                                      parse=_names(registry="PRESETS", source="search_space"))
     evaluate: bool = setting(False, "train the presets once with the study's recipe")
+    warm_start: bool = setting(False, "seed the evolution sampler's first population with the presets, shrunk "
+                                      "to fit the caps")
 
 
 @dataclass(frozen=True)
@@ -505,7 +508,7 @@ class StudySpec:
     storage: str = setting(dataclasses.MISSING, "the study store's URL (default sqlite:///studies/<name>.db)",
                            table="study", parse=lambda ctx, table, key, value: value)  # checked with the name
     backend: str = setting("optuna", "the search backend", choices=BACKENDS, table="study")
-    sampler: str = setting("nsga2", "the sampler", choices=SAMPLERS, table="study")
+    sampler: str = setting(DEFAULT_SAMPLER, "the sampler (nas.samplers)", choices=SAMPLERS, table="study")
     trials: int | None = setting(20, "trials to run (with timeout_s: whichever ends first)", min=1, table="study")
     timeout_s: float | None = setting(None, "stop starting trials after this many seconds", gt=0.0, table="study")
     seed: int = setting(0, "seeds the sampler and the training", min=0, table="study")

@@ -23,22 +23,10 @@ from nas.study import StudySpec
 
 
 def make_sampler(spec: StudySpec, worker: int = 0, target: int | None = None) -> Any:
-    """The sampler the study file names (seeded; worker ``i`` gets ``seed + 7919 * i``)."""
-    import optuna
+    """The sampler the study file names: ``nas.samplers.make_sampler``."""
+    from nas.samplers import make_sampler
 
-    seed = spec.seed + 7919 * worker
-    n = target or spec.trials or 50
-    startup = max(4, min(10, n // 3))
-    if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if spec.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True,
-                                          constant_liar=spec.workers > 1)
-    if spec.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, deterministic_objective=True,
-                                         warn_independent_sampling=False)
-    pop = max(4, min(50, n // 4))
-    return optuna.samplers.NSGAIISampler(seed=seed, population_size=pop)
+    return make_sampler(spec, worker, target)
 
 
 def make_pruner(spec: StudySpec) -> Any:
