@@ -175,22 +175,26 @@ def code_version() -> str:
 def set_trial_attrs(storage: Any, trial_id: int, values: dict[str, Any]) -> None:
     """Write several trial user attributes (JSON-serialisable values) to the store."""
     for k, v in values.items():
-        storage.set_trial_user_attr(trial_id, k, _jsonable(v))
+        storage.set_trial_user_attr(trial_id, k, jsonable(v))
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
+    """``v`` as a JSON-ready value (NaN -> None, tuples -> lists, unknown objects -> str)."""
     if isinstance(v, float) and v != v:  # NaN is not valid JSON
         return None
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
     if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
+        return {str(k): jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
+        return [jsonable(x) for x in v]
     try:
         return json.loads(json.dumps(v))
     except TypeError:
         return str(v)
+
+
+_jsonable = jsonable  # the name other modules used before
 
 
 class ArchClaims:

@@ -86,6 +86,49 @@ class _StopAt:
             study.stop()
 
 
+def optuna_objective(step: Any, prune: bool = False) -> Any:
+    """The Optuna objective: ``step`` (``nas.trial.TrialStep``) run on an Optuna trial.
+
+    Writes the ``TrialResult``'s attributes, then returns its values (COMPLETE), raises
+    ``optuna.TrialPruned`` (PRUNED) or ``TrialFailed`` (FAIL). With ``prune``, every epoch's
+    accuracy is reported at step = epoch (1-based) and the study's pruner is asked. Ctrl-C
+    leaves ``"interrupted"`` on the trial and propagates.
+    """
+    import optuna
+
+    from nas import attrs
+    from nas.evaluator import TrialFailed
+    from nas.trial import COMPLETE, INTERRUPTED, PRUNED, TrialResult, set_user_attrs
+
+    def objective(trial: optuna.Trial) -> Any:
+        def report(epoch: int, acc: float, final: bool) -> bool:
+            trial.report(acc, epoch)
+            return trial.should_prune()
+
+        try:
+            res = step.start(trial)
+            if not isinstance(res, TrialResult):
+                res = step.finish(res, trial.number, trial.study, report if prune else None)
+        except KeyboardInterrupt:
+            _safe_set(trial, attrs.FAILURE, INTERRUPTED)
+            raise
+        set_user_attrs(trial, res.attrs)
+        if res.state == COMPLETE:
+            return res.values[0] if len(res.values) == 1 else res.values
+        if res.state == PRUNED:
+            raise optuna.TrialPruned(res.reason)
+        raise TrialFailed(res.reason or "failed")
+
+    return objective
+
+
+def _safe_set(trial: Any, key: str, value: Any) -> None:
+    try:
+        trial.set_user_attr(key, value)
+    except Exception:
+        pass
+
+
 def run_worker(spec: StudySpec, target: int | None, worker: int = 0, heartbeat_s: float | None = None,
                progress: Any = None, timeout_s: float | None = None) -> None:
     """Run trials of ``spec``'s study in this process until the study holds ``target`` counted
@@ -93,15 +136,15 @@ def run_worker(spec: StudySpec, target: int | None, worker: int = 0, heartbeat_s
     import optuna
     import torch
 
-    from nas.objective import TrialEvaluator, optuna_objective
+    from nas.evaluator import TrialEvaluator
     from nas.store import HEARTBEAT_S, ArchClaims, open_storage
+    from nas.trial import TrialStep
 
     torch.set_num_threads(spec.evaluator.threads)
     storage = open_storage(spec.storage, heartbeat_s=heartbeat_s or HEARTBEAT_S)
     study = optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec, worker, target),
                               pruner=make_pruner(spec))
-    te = TrialEvaluator(spec)
-    prune = spec.prunes
+    step = TrialStep(TrialEvaluator(spec), claims=ArchClaims(storage))
     callbacks = [_StopAt(target), _report_failure]
     if progress is not None:
         callbacks.append(lambda s, t: progress.update(s))
@@ -109,7 +152,7 @@ def run_worker(spec: StudySpec, target: int | None, worker: int = 0, heartbeat_s
     if remaining == 0:
         return
     # n_trials bounds this process; _StopAt ends it early when other workers contributed.
-    study.optimize(optuna_objective(te, prune=prune, claims=ArchClaims(storage)), n_trials=remaining, timeout=timeout_s,
+    study.optimize(optuna_objective(step, prune=spec.prunes), n_trials=remaining, timeout=timeout_s,
                    catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
 
 
