@@ -322,9 +322,9 @@ class _TrialCache:
 
 def _attach_extras(rec: F.TrialRecord, system_attrs: dict[str, Any], params: dict[str, Any]) -> None:
     """Constraint values Optuna keeps as system attributes, and the sampled parameters."""
-    from optuna.study._constrained_optimization import _get_constraints_from_system_attrs
+    from nas.optuna_internals import constraints_from_system_attrs
 
-    rec.optuna_constraints = _get_constraints_from_system_attrs(system_attrs)  # type: ignore[attr-defined]
+    rec.optuna_constraints = constraints_from_system_attrs(system_attrs)  # type: ignore[attr-defined]
     rec.optuna_params = dict(params)  # type: ignore[attr-defined]
 
 

@@ -18,6 +18,7 @@ import pytest
 from nas import attrs
 from nas.cli import main
 from nas.front import load_trials
+from nas.optuna_internals import trial_id
 from nas.store import normalize_url
 from nas.testing import tiny_study_text
 
@@ -76,7 +77,7 @@ def test_three_concurrent_workers_lose_and_duplicate_nothing(tmp_path, study_nam
     trials = st.get_trials(deepcopy=False)
     numbers = sorted(t.number for t in trials)
     assert numbers == list(range(len(trials)))          # none lost, none duplicated
-    assert len({t._trial_id for t in trials}) == len(trials)
+    assert len({trial_id(t) for t in trials}) == len(trials)
     assert target <= len(trials) <= target + 2           # stop rule: at most one extra per other worker
     assert all(t.state.name == "COMPLETE" for t in trials)
     workers = {t.user_attrs[attrs.WORKER] for t in trials}
