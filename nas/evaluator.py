@@ -244,21 +244,30 @@ class TrialEvaluator:
 
     # --- values ----------------------------------------------------------------------------
     def values(self, cand: Candidate, accuracy: float) -> list[float]:
-        """The objective vector in the study's objective order."""
-        out = []
-        for o in self.study.objectives:
-            if o.name == "accuracy":
-                out.append(float(accuracy))
-            elif o.name == "flops":
-                out.append(float(cand.costs["flops"]))
-            elif o.name == "params":
-                out.append(float(cand.costs["params"]))
-            else:
-                lat = cand.latency["latency_ms"] if cand.latency else None
-                if lat is None:
-                    raise TrialFailed("latency was not measured")
-                out.append(float(lat))
-        return out
+        """The objective vector in the study's objective order.
+
+        Raises:
+            TrialFailed: latency is an objective and was not measured for this candidate.
+        """
+        return [self._value(cand, o.name, accuracy) for o in self.study.objectives]
+
+    def infeasible_values(self, cand: Candidate) -> list[float]:
+        """The objective vector of a candidate that failed its constraints and was never
+        trained: accuracy 0 and, for a measurement the cheap screening made needless
+        (latency), the worst value (+inf ms), so the trial stays off every front."""
+        return [math.inf if o.name == "latency_ms" and not cand.latency else self._value(cand, o.name, 0.0)
+                for o in self.study.objectives]
+
+    @staticmethod
+    def _value(cand: Candidate, name: str, accuracy: float) -> float:
+        if name == "accuracy":
+            return float(accuracy)
+        if name in ("flops", "params"):
+            return float(cand.costs[name])
+        lat = cand.latency["latency_ms"] if cand.latency else None
+        if lat is None:
+            raise TrialFailed("latency was not measured")
+        return float(lat)
 
     def infeasible_message(self, cand: Candidate) -> str:
         parts = []

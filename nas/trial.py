@@ -144,8 +144,9 @@ class TrialStep:
             return failed(one_line(e))
 
     def infeasible(self, cand: Candidate) -> TrialResult:
-        """An over-budget candidate: COMPLETE, infeasible, never trained."""
-        return TrialResult(COMPLETE, self.te.values(cand, 0.0), {attrs.FAILURE: self.te.infeasible_message(cand)})
+        """An over-budget candidate: COMPLETE, infeasible (its constraint values are recorded
+        by ``start``), never trained; values that keep it off every front."""
+        return TrialResult(COMPLETE, self.te.infeasible_values(cand), {attrs.FAILURE: self.te.infeasible_message(cand)})
 
     # --- where training runs -------------------------------------------------------------------
     def finish(self, cand: Candidate, number: int, study: Any, report: Report | None = None) -> TrialResult:

@@ -259,3 +259,28 @@ def test_objective_names_are_recorded_for_optuna_tools(tmp_path):
     make_tiny_study(url, "names", trials=2)
     study = optuna.load_study(study_name="names", storage=url)
     assert study.metric_names == ["accuracy", "flops"]
+
+
+def test_measured_objective_with_cheap_caps_is_complete_and_infeasible(tmp_path):
+    """Issue 13.3: a candidate over the FLOP cap of a study whose objective needs a measurement
+    (latency) ends COMPLETE and infeasible, with its constraint values, off every front."""
+    import math
+
+    url = _url(tmp_path)
+    text = tiny_study_text("lat", url, trials=5, sampler="random", objectives=("accuracy", "latency_ms"),
+                           max_flops="400K")
+    assert main(["search", str(_write(tmp_path, text)), "--no-progress"]) == 0
+    recs = load_trials(url, "lat")
+    over = [r for r in recs if r.flops > 400_000]
+    assert over and len(over) < len(recs)
+    for r in recs:
+        assert r.state == "COMPLETE", r.failure
+    for r in over:
+        assert r.feasible is False and r.constraints == {"max_flops": r.flops - 400_000}
+        assert r.values == {"accuracy": 0.0, "latency_ms": math.inf} and r.latency_ms is None
+        assert r.failure.startswith("over budget: flops")
+        study = optuna.load_study(study_name="lat", storage=url)
+        assert study.trials[r.number].constraints == {"max_flops": pytest.approx((r.flops - 400_000) / 400_000)}
+    front = pareto_front(recs, ["accuracy", "latency_ms"])
+    assert front and not {r.number for r in front} & {r.number for r in over}
+    assert all(r.latency_ms > 0 and r.values["latency_ms"] == r.latency_ms for r in recs if r.feasible)
