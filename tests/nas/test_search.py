@@ -284,3 +284,24 @@ def test_measured_objective_with_cheap_caps_is_complete_and_infeasible(tmp_path)
     front = pareto_front(recs, ["accuracy", "latency_ms"])
     assert front and not {r.number for r in front} & {r.number for r in over}
     assert all(r.latency_ms > 0 and r.values["latency_ms"] == r.latency_ms for r in recs if r.feasible)
+
+
+def test_resume_with_changed_caps_is_refused(tmp_path, capsys):
+    """Issue 13.4: feasibility is judged when a trial ends, so a resumed study keeps its caps;
+    a changed cap is refused in one line, as a changed space is, and nothing is run."""
+    url = _url(tmp_path)
+    p = _write(tmp_path, tiny_study_text("caps", url, trials=2, max_flops="8M"))
+    assert main(["search", str(p), "--no-progress"]) == 0
+    p.write_text(tiny_study_text("caps", url, trials=4, max_flops="150K"))
+    assert main(["search", str(p), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "'caps' in the store was run with another caps: max_flops 8M (file: 150K)" in err and "new name" in err
+    p.write_text(tiny_study_text("caps", url, trials=4, max_flops="8M").replace(
+        'max_flops = "8M"', 'max_flops = "8M"\nmax_params = "1M"'))
+    assert main(["search", str(p), "--no-progress"]) == 2
+    assert "another caps: max_params none (file: 1M)" in capsys.readouterr().err
+    assert len(load_trials(url, "caps")) == 2
+    p.write_text(tiny_study_text("caps", url, trials=3, max_flops="8M"))  # the same caps: resumes
+    assert main(["search", str(p), "--no-progress"]) == 0
+    assert len(load_trials(url, "caps")) == 3
