@@ -42,11 +42,16 @@ def make_sampler(spec: StudySpec, worker: int = 0, target: int | None = None) ->
 
 
 def make_pruner(spec: StudySpec) -> Any:
+    """The study's Optuna pruner. Steps are 1-based epochs (``trial.report(acc, epoch)``), so
+    ``min_epochs = k`` first prunes after epoch k: ``MedianPruner`` warms up for k steps
+    (it prunes at ``step >= n_warmup_steps``), successive halving and Hyperband start their
+    first rung at resource k (``step >= min_resource``). The final epoch is never pruned
+    (``nas.trial.TrialStep``)."""
     import optuna
 
     f, ev = spec.evaluator.fidelity, spec.evaluator
     if f.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(0, f.min_epochs - 1))
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=f.min_epochs)
     if f.pruner == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=f.min_epochs, reduction_factor=f.reduction_factor)
     if f.pruner == "hyperband":

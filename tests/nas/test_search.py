@@ -305,3 +305,60 @@ def test_resume_with_changed_caps_is_refused(tmp_path, capsys):
     p.write_text(tiny_study_text("caps", url, trials=3, max_flops="8M"))  # the same caps: resumes
     assert main(["search", str(p), "--no-progress"]) == 0
     assert len(load_trials(url, "caps")) == 3
+
+
+@pytest.mark.parametrize("pruner", ["median", "asha", "hyperband"])
+def test_pruners_first_prune_after_min_epochs(pruner):
+    """Issue 20.6: steps are 1-based epochs; ``min_epochs = 3`` first prunes after epoch 3."""
+    from nas.backends.optuna_backend import make_pruner
+    from nas.study import parse_study
+
+    text = tiny_study_text("p", objectives=("accuracy",), epochs=6).replace(
+        "batch_size = 32", f'batch_size = 32\nfidelity = {{ pruner = "{pruner}", min_epochs = 3 }}')
+    spec = parse_study(text.replace("epochs = 2", "epochs = 6"))
+    assert spec.evaluator.epochs == 6 and spec.evaluator.fidelity.min_epochs == 3
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(spec))
+
+    def run(level: float) -> int | None:  # the epoch after which the pruner stops the trial
+        trial = study.ask()
+        for epoch in range(1, 7):
+            trial.report(level + 0.01 * epoch, epoch)
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return epoch
+        study.tell(trial, level + 0.06)
+        return None
+
+    for level in (0.8, 0.85, 0.9):  # each better than the last: the references, never pruned
+        assert run(level) is None
+    assert run(0.1) == 3
+
+
+def test_pruning_respects_min_epochs_and_never_prunes_the_last_epoch(tmp_path):
+    """Issues 20.6 and 20.7: with ``min_epochs = 3`` of 4, a pruned trial trained exactly 3
+    epochs; with ``min_epochs`` = the budget, nothing is pruned: a trial that trained its
+    whole budget is a complete result, on the front."""
+    from nas.front import eligible
+
+    url = _url(tmp_path)
+    for name, min_epochs, epochs in (("p3", 3, 4), ("plast", 2, 2)):
+        text = tiny_study_text(name, url, trials=12, objectives=("accuracy",), sampler="random")
+        text = text.replace("batch_size = 32", f'batch_size = 32\nfidelity = {{ pruner = "median", min_epochs = {min_epochs} }}')
+        text = text.replace("epochs = 2", f"epochs = {epochs}")
+        assert main(["search", str(_write(tmp_path, text, f"{name}.toml")), "--no-progress"]) == 0
+    recs = load_trials(url, "p3")
+    pruned = [r for r in recs if r.state == "PRUNED" and r.reused_from is None]
+    assert pruned and all(r.epochs == 3 and r.epoch_budget == 4 and len(r.accuracy_per_epoch) == 3 for r in pruned)
+    recs = load_trials(url, "plast")
+    trained = [r for r in recs if r.feasible and r.reused_from is None]
+    assert trained and all(r.state == "COMPLETE" and r.epochs == r.epoch_budget == 2 for r in trained)
+    study = optuna.load_study(study_name="plast", storage=url)
+    import statistics
+
+    def below_median(t):  # what MedianPruner checks at step 2 (the last epoch) after its 3 startup trials
+        earlier = [u.intermediate_values[2] for u in study.trials[:t.number] if 2 in u.intermediate_values]
+        return len(earlier) >= 3 and t.intermediate_values[2] < statistics.median(earlier)
+
+    below = [t for t in study.trials if t.number in {r.number for r in trained} and below_median(t)]
+    assert below  # trials the median rule would have pruned at their last epoch: complete instead
+    assert {r.number for r in below} <= {r.number for r in eligible(recs, ["accuracy"])}
