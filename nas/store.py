@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -57,15 +58,62 @@ def normalize_url(url: str) -> str:
 
 
 def engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine arguments for a store URL. PostgreSQL connections carry
+    ``application_name = "nas:<pid>"``, so ``pg_stat_activity`` shows whose they are."""
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 60}}
     if url.startswith("postgres"):
-        return {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
+        return {"connect_args": {"connect_timeout": 5, "application_name": f"nas:{os.getpid()}"},
+                "pool_pre_ping": True}
     return {}
 
 
+# One storage per (URL, heartbeat setting) per process: every reader and writer of a store in
+# this process shares its engine and connection pool (a long-lived process, a dashboard or a
+# notebook calling nas.front.load_trials in a loop, holds a bounded number of connections).
+_SHARED: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+
+
+def _sqlite_identity(url: str) -> Any:
+    """The (device, inode) of a SQLite store's file (None for memory or a missing file): a
+    file deleted and created again under the same name is another store."""
+    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+    if not path or path.startswith(":memory:"):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _dispose_in_child() -> None:
+    """After ``os.fork``: the child must not use (or close) the parent's pooled connections."""
+    for _key, (storage, _ident) in list(_SHARED.items()):
+        try:
+            storage.engine.dispose(close=False)
+        except Exception:
+            pass
+    _SHARED.clear()
+
+
+def close_storages() -> None:
+    """Dispose every storage this process shares (their connections close now)."""
+    for storage, _ident in _SHARED.values():
+        try:
+            storage.engine.dispose()
+        except Exception:
+            pass
+    _SHARED.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_dispose_in_child)
+
+
 def open_storage(url: str, *, heartbeat_s: float | None = HEARTBEAT_S, retry: bool = True) -> Any:
-    """Open (and create the tables of) the RDB store at ``url``.
+    """Open (and create the tables of) the RDB store at ``url``: one shared storage per URL
+    and heartbeat setting per process (an in-memory SQLite URL always gets its own).
 
     With ``heartbeat_s``, RUNNING trials send a heartbeat; a trial without one for
     ``GRACE_FACTOR * heartbeat_s`` is failed by the next worker that starts a trial, and
@@ -84,11 +132,19 @@ def open_storage(url: str, *, heartbeat_s: float | None = HEARTBEAT_S, retry: bo
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by nas itself
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     kw: dict[str, Any] = {"engine_kwargs": engine_kwargs(url)}
-    if heartbeat_s:
-        hb = max(1, int(round(heartbeat_s)))
+    hb = max(1, int(round(heartbeat_s))) if heartbeat_s else None
+    if hb:
         kw.update(heartbeat_interval=hb, grace_period=hb * GRACE_FACTOR)
         if retry:
             kw["heartbeat_stale_trial_callback"] = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    memory = url.startswith("sqlite") and (":memory:" in url or url.rstrip("/") == "sqlite:")
+    key = (url, hb, bool(retry and hb), os.getpid())
+    if not memory and key in _SHARED:
+        storage, ident = _SHARED[key]
+        if ident == _sqlite_identity(url):
+            return storage
+        storage.engine.dispose()  # the file was replaced: a new store under the same name
+        del _SHARED[key]
     storage = None
     for attempt in range(6):
         try:
@@ -107,6 +163,8 @@ def open_storage(url: str, *, heartbeat_s: float | None = HEARTBEAT_S, retry: bo
             raise NasError(f"cannot open storage {redact(shown)}: {_first_line(e)}") from None
     if url.startswith("sqlite"):
         _sqlite_pragmas(storage.engine)
+    if not memory:
+        _SHARED[key] = (storage, _sqlite_identity(url))
     return storage
 
 

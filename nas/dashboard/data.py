@@ -342,10 +342,13 @@ def load_trials_optuna(url: str, study_name: str, names: Sequence[str], *, reaso
         raise StoreError(f"cannot read study {study_name!r} from {redact(url)}: {_first_line(e)}"
                          + (f" (fast reader: {reason})" if reason else "")) from None
     out = []
-    for t in study.get_trials(deepcopy=False):
-        rec = F.record_from_trial(t, list(names))
-        _attach_extras(rec, t.system_attrs, t.params)
-        out.append(rec)
+    try:
+        for t in study.get_trials(deepcopy=False):
+            rec = F.record_from_trial(t, list(names))
+            _attach_extras(rec, t.system_attrs, t.params)
+            out.append(rec)
+    finally:
+        storage.engine.dispose()  # one storage per call: close its connections now, not at GC
     return out
 
 

@@ -131,3 +131,40 @@ def test_killed_worker_trial_is_failed_by_heartbeat_and_retried(tmp_path, study_
     assert len(counted) == 3
     rec = next(r for r in load_trials(PG, study_name) if r.number == killed_number)
     assert rec.failure == "worker lost (no heartbeat)"
+
+
+def test_load_trials_leaves_no_connections_open(study_name):
+    """Issue 20.8: a long-lived process calling ``nas.front.load_trials`` again and again holds
+    a bounded number of PostgreSQL connections (one shared storage per URL per process), not
+    two more per call until garbage collection."""
+    import gc
+
+    import sqlalchemy
+
+    from nas.store import close_storages
+    from nas.testing import make_tiny_study
+
+    make_tiny_study(PG, study_name, trials=2)
+    close_storages()  # start from none: what the search left pooled is closed
+    probe = sqlalchemy.create_engine(PG_DRIVER, poolclass=sqlalchemy.pool.NullPool)
+    mine = f"nas:{os.getpid()}"
+
+    def count() -> int:
+        with probe.connect() as c:
+            return c.execute(sqlalchemy.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :a"),
+                             {"a": mine}).scalar()
+
+    gc.disable()  # what GC would close late must not hide a leak
+    try:
+        assert count() == 0
+        assert len(load_trials(PG, study_name)) == 2
+        after_one = count()
+        for _ in range(12):
+            assert len(load_trials(PG, study_name)) == 2
+        after_13 = count()
+    finally:
+        gc.enable()
+        close_storages()
+    assert 1 <= after_one <= 2 and after_13 == after_one
+    assert count() == 0  # close_storages closes them
+    probe.dispose()
