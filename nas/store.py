@@ -284,17 +284,7 @@ class ArchClaims:
             sa.Column("arch_id", sa.String(64), primary_key=True),
             sa.Column("trial_number", sa.Integer, nullable=False),
         )
-        for attempt in range(6):  # fresh databases: concurrent creators race (see open_storage)
-            try:
-                self.meta.create_all(self.engine, checkfirst=True)
-                break
-            except Exception as e:
-                if attempt == 5 or not any(s in str(e).lower() for s in ("already exists", "duplicate key", "locked")):
-                    raise
-                import random
-                import time
-
-                time.sleep(0.2 + random.random())
+        _create_tables(self.meta, self.engine)
 
     def claim(self, study_name: str, arch_id: str, number: int) -> int:
         """Claim ``arch_id`` for trial ``number``; returns the owner's trial number."""
@@ -322,3 +312,139 @@ class ArchClaims:
     def forget_study(self, study_name: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(self.table.delete().where(self.table.c.study_name == study_name))
+
+
+def _create_tables(meta: Any, engine: Any) -> None:
+    """``meta.create_all`` that survives concurrent creators of a fresh database (see open_storage)."""
+    for attempt in range(6):
+        try:
+            meta.create_all(engine, checkfirst=True)
+            return
+        except Exception as e:
+            if attempt == 5 or not any(s in str(e).lower() for s in ("already exists", "duplicate key", "locked")):
+                raise
+            import random
+            import time
+
+            time.sleep(0.2 + random.random())
+
+
+class TrialSlots:
+    """A study's trial budget, shared by every worker: a worker takes a slot before it asks the
+    study for a trial, so a study ends at exactly its ``trials`` count whatever the number of
+    workers, processes and machines.
+
+    One row per slot in a ``nas_trial_slots`` table of the same database (``ticket``, the trial
+    ``number`` once asked, the taking ``owner`` host:pid and time). ``take`` runs under a lock
+    row of ``nas_trial_slot_locks`` (a row lock on PostgreSQL, the write lock on SQLite), so
+    takers of one study are serialised: a slot is given when the counted trials
+    (``nas.progress.counted``) plus the slots in use are below the target. A slot is in use
+    while its trial is unfinished (RUNNING or WAITING) or, before it is bound to a trial, while
+    its owner lives; the slot of a trial that ended without counting (interrupted, or failed by
+    heartbeat after its worker died) is free again.
+    """
+
+    TABLE, LOCKS = "nas_trial_slots", "nas_trial_slot_locks"
+    UNBOUND_S = 600.0      # an unbound slot of another machine's worker counts this long
+
+    def __init__(self, storage: Any) -> None:
+        import sqlalchemy as sa
+
+        self.storage = storage
+        self.engine = storage.engine
+        self.meta = sa.MetaData()
+        self.table = sa.Table(
+            self.TABLE, self.meta,
+            sa.Column("study_name", sa.String(512), primary_key=True),
+            sa.Column("ticket", sa.String(36), primary_key=True),
+            sa.Column("trial_number", sa.Integer, nullable=True),
+            sa.Column("owner", sa.String(300), nullable=False),
+            sa.Column("taken_at", sa.Float, nullable=False),
+        )
+        self.locks = sa.Table(
+            self.LOCKS, self.meta,
+            sa.Column("study_name", sa.String(512), primary_key=True),
+            sa.Column("n", sa.Integer, nullable=False),
+        )
+        _create_tables(self.meta, self.engine)
+
+    def take(self, study: Any, target: int, owner: str) -> str | None:
+        """A slot (its ticket) for one more trial of ``study``, or None when the study holds or
+        runs ``target`` trials. Fails stale trials first (Optuna's heartbeat check), so a dead
+        worker's trial frees its slot."""
+        import time
+        import uuid
+
+        import sqlalchemy as sa
+        from optuna.storages import fail_stale_trials
+
+        from nas.progress import counted
+
+        name, t, lk = study.study_name, self.table, self.locks
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(lk.insert().values(study_name=name, n=0))
+        except sa.exc.IntegrityError:
+            pass
+        fail_stale_trials(study)
+        with self.engine.begin() as conn:
+            conn.execute(lk.update().where(lk.c.study_name == name).values(n=lk.c.n + 1))  # the lock
+            rows = conn.execute(sa.select(t.c.ticket, t.c.trial_number, t.c.owner, t.c.taken_at)
+                                .where(t.c.study_name == name)).all()
+            trials = study.get_trials(deepcopy=False)  # after the rows: a bound slot's trial is in it
+            by_number = {tr.number: tr for tr in trials}
+            done = sum(counted(tr) for tr in trials)
+            live, stale = 0, []
+            for ticket, number, who, taken_at in rows:
+                if number is None:
+                    in_use = _alive(who, taken_at, self.UNBOUND_S)
+                else:
+                    tr = by_number.get(number)
+                    in_use = tr is not None and not tr.state.is_finished()
+                if in_use:
+                    live += 1
+                else:
+                    stale.append(ticket)
+            if stale:
+                conn.execute(t.delete().where((t.c.study_name == name) & t.c.ticket.in_(stale)))
+            if done + live >= target:
+                return None
+            ticket = uuid.uuid4().hex
+            conn.execute(t.insert().values(study_name=name, ticket=ticket, trial_number=None, owner=owner,
+                                           taken_at=time.time()))
+        return ticket
+
+    def bind(self, study_name: str, ticket: str, number: int) -> None:
+        """Record that slot ``ticket`` holds trial ``number``."""
+        t = self.table
+        with self.engine.begin() as conn:
+            conn.execute(t.update().where((t.c.study_name == study_name) & (t.c.ticket == ticket))
+                         .values(trial_number=number))
+
+    def release(self, study_name: str, ticket: str) -> None:
+        """Drop slot ``ticket`` once its trial has finished (it then counts, or not, by its state)."""
+        t = self.table
+        with self.engine.begin() as conn:
+            conn.execute(t.delete().where((t.c.study_name == study_name) & (t.c.ticket == ticket)))
+
+    def forget_study(self, study_name: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(self.table.delete().where(self.table.c.study_name == study_name))
+            conn.execute(self.locks.delete().where(self.locks.c.study_name == study_name))
+
+
+def _alive(owner: str, taken_at: float, unbound_s: float) -> bool:
+    """Whether the worker ``host:pid`` that took a slot at ``taken_at`` may still bind it."""
+    import socket
+    import time
+
+    host, _, pid = owner.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return time.time() - taken_at < unbound_s

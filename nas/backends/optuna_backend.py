@@ -5,8 +5,9 @@
 - A single-objective study (accuracy under hard caps) prunes on per-epoch accuracy with the
   pruner the study file names.
 - ``workers > 1`` spawns that many processes on the same store; several ``nas search`` runs on
-  one PostgreSQL study work the same way. The study stops when it holds ``trials`` counted
-  trials (``nas.progress.counted``), whoever ran them.
+  one PostgreSQL study work the same way. Each trial takes a slot of the study's budget first
+  (``nas.store.TrialSlots``), so the study ends at exactly ``trials`` counted trials
+  (``nas.progress.counted``), whoever ran them.
 """
 
 from __future__ import annotations
@@ -78,26 +79,13 @@ def _report_failure(study: Any, trial: Any) -> None:
             tqdm.write(f"trial {trial.number} failed: {reason}", file=sys.stderr)
 
 
-class _StopAt:
-    """Stop the study once it holds ``target`` counted trials (across all workers)."""
-
-    def __init__(self, target: int | None) -> None:
-        self.target = target
-
-    def __call__(self, study: Any, trial: Any) -> None:
-        # counted on every trial: with several workers, the trial that completes the budget
-        # may be any (an early-numbered one finishing late), and then all must stop
-        if self.target is not None and counted_trials(study) >= self.target:
-            study.stop()
-
-
-def optuna_objective(step: Any, prune: bool = False) -> Any:
+def optuna_objective(step: Any, prune: bool = False, on_start: Any = None) -> Any:
     """The Optuna objective: ``step`` (``nas.trial.TrialStep``) run on an Optuna trial.
 
     Writes the ``TrialResult``'s attributes, then returns its values (COMPLETE), raises
     ``optuna.TrialPruned`` (PRUNED) or ``TrialFailed`` (FAIL). With ``prune``, every epoch's
     accuracy is reported at step = epoch (1-based) and the study's pruner is asked. Ctrl-C
-    leaves ``"interrupted"`` on the trial and propagates.
+    leaves ``"interrupted"`` on the trial and propagates. ``on_start(trial)`` runs first.
     """
     import optuna
 
@@ -111,6 +99,8 @@ def optuna_objective(step: Any, prune: bool = False) -> Any:
             return trial.should_prune()
 
         try:
+            if on_start is not None:
+                on_start(trial)
             res = step.start(trial)
             if not isinstance(res, TrialResult):
                 res = step.finish(res, trial.number, trial.study, report if prune else None)
@@ -137,28 +127,45 @@ def _safe_set(trial: Any, key: str, value: Any) -> None:
 def run_worker(spec: StudySpec, target: int | None, worker: int = 0, heartbeat_s: float | None = None,
                progress: Any = None, timeout_s: float | None = None) -> None:
     """Run trials of ``spec``'s study in this process until the study holds ``target`` counted
-    trials or ``timeout_s`` passes."""
+    trials or ``timeout_s`` passes.
+
+    With a ``target``, each trial first takes a slot of the study's budget
+    (``nas.store.TrialSlots``), shared by every worker on the store, so the study ends at
+    exactly ``target`` counted trials however many workers run it.
+    """
     import optuna
     import torch
 
     from nas.evaluator import TrialEvaluator
-    from nas.store import HEARTBEAT_S, ArchClaims, open_storage
-    from nas.trial import TrialStep
+    from nas.store import HEARTBEAT_S, ArchClaims, TrialSlots, open_storage
+    from nas.trial import TrialStep, worker_id
 
     torch.set_num_threads(spec.evaluator.threads)
     storage = open_storage(spec.storage, heartbeat_s=heartbeat_s or HEARTBEAT_S)
     study = optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec, worker, target),
                               pruner=make_pruner(spec))
     step = TrialStep(TrialEvaluator(spec), claims=ArchClaims(storage))
-    callbacks = [_StopAt(target), _report_failure]
+    callbacks = [_report_failure]
     if progress is not None:
         callbacks.append(lambda s, t: progress.update(s))
-    remaining = None if target is None else max(0, target - counted_trials(study))
-    if remaining == 0:
+    if target is None:  # a time budget only
+        study.optimize(optuna_objective(step, prune=spec.prunes), timeout=timeout_s, catch=(Exception,),
+                       callbacks=callbacks, gc_after_trial=False)
         return
-    # n_trials bounds this process; _StopAt ends it early when other workers contributed.
-    study.optimize(optuna_objective(step, prune=spec.prunes), n_trials=remaining, timeout=timeout_s,
-                   catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
+    slots = TrialSlots(storage)
+    ticket: list[str] = []
+    objective = optuna_objective(step, prune=spec.prunes,
+                                 on_start=lambda trial: slots.bind(spec.name, ticket[0], trial.number))
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while deadline is None or time.monotonic() < deadline:
+        got = slots.take(study, target, worker_id())
+        if got is None:
+            return
+        ticket[:] = [got]
+        try:
+            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
+        finally:
+            slots.release(spec.name, got)
 
 
 def _worker_entry(spec: StudySpec, target: int | None, worker: int, heartbeat_s: float | None,
