@@ -92,12 +92,9 @@ def test_resume_continues_with_the_named_sampler(tmp_path, capsys):
 
 
 def test_same_genome_is_trained_once(tmp_path):
-    text = tiny_study_text("dup", _url(tmp_path), trials=5)
-    # a space with exactly one genome
-    text = (text.replace('shapes = ["isotropic", "pyramid"]', 'shapes = ["isotropic"]')
-            .replace("patch_size = [2, 4]", "patch_size = [4]").replace('pos = ["none", "sincos"]', 'pos = ["none"]')
-            .replace("iso_depth = [1, 2]", "iso_depth = [1, 1]").replace("width = { low = 16, high = 32, step = 16 }", "width = [16, 16]")
-            .replace("[space.mixers.attention]\nnum_heads = [1, 2]\n", "").replace("[space.mixers.sepconv]\nkernel_size = [3]\n", ""))
+    from nas.testing import one_genome_study_text
+
+    text = one_genome_study_text("dup", _url(tmp_path), trials=5)  # a space with exactly one genome
     p = _write(tmp_path, text)
     assert main(["search", str(p), "--no-progress"]) == 0
     recs = load_trials(_url(tmp_path), "dup")
