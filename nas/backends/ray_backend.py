@@ -121,6 +121,19 @@ def make_trainable(spec: StudySpec) -> Any:
     return trainable
 
 
+def make_scheduler(spec: StudySpec) -> Any:
+    """ASHA when the study names a pruner, else FIFO. Its time is the 1-based ``epoch`` the
+    trainable reports, so ``grace_period = min_epochs`` first stops a trial after epoch
+    ``min_epochs`` (a rung at epoch k holds trials that trained k epochs)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    f = spec.evaluator.fidelity
+    if f.pruner != "none" and spec.evaluator.kind != "zero_cost":
+        return ASHAScheduler(time_attr="epoch", metric="accuracy", mode="max", max_t=spec.evaluator.epochs,
+                             grace_period=f.min_epochs, reduction_factor=f.reduction_factor)
+    return FIFOScheduler()
+
+
 def _searcher_class() -> type:
     from ray.tune.search.optuna import OptunaSearch
 
@@ -178,7 +191,6 @@ def run(spec: StudySpec, *, target: int | None, show_progress: bool = True, hear
     import optuna
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from nas.backends.optuna_backend import counted_trials, make_sampler
     from nas.evaluator import TrialEvaluator
@@ -200,12 +212,7 @@ def run(spec: StudySpec, *, target: int | None, show_progress: bool = True, hear
         space=make_space(step, candidates), metric=names if len(names) > 1 else names[0],
         mode=modes if len(modes) > 1 else modes[0], sampler=make_sampler(spec, 0, target), storage=storage,
         study_name=spec.name, step=step, candidates=candidates)
-    f = spec.evaluator.fidelity
-    if f.pruner != "none" and spec.evaluator.kind != "zero_cost":
-        scheduler = ASHAScheduler(time_attr="epoch", metric="accuracy", mode="max", max_t=spec.evaluator.epochs,
-                                  grace_period=f.min_epochs, reduction_factor=f.reduction_factor)
-    else:
-        scheduler = FIFOScheduler()
+    scheduler = make_scheduler(spec)
     resources = {"cpu": spec.ray.cpus_per_trial, "gpu": spec.ray.gpus_per_trial}
     trainable = tune.with_resources(make_trainable(spec), resources)
 

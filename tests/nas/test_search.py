@@ -359,3 +359,35 @@ def test_pruning_respects_min_epochs_and_never_prunes_the_last_epoch(tmp_path):
     below = [t for t in study.trials if t.number in {r.number for r in trained} and below_median(t)]
     assert below  # trials the median rule would have pruned at their last epoch: complete instead
     assert {r.number for r in below} <= {r.number for r in eligible(recs, ["accuracy"])}
+
+
+def test_ray_asha_first_stops_after_min_epochs():
+    """Issue 20.6 on the Ray backend: ASHA's time is the 1-based epoch the trainable reports,
+    so ``min_epochs = 3`` first stops a trial after epoch 3 (never at the final epoch, which is
+    reported with the trial's result)."""
+    from types import SimpleNamespace
+
+    pytest.importorskip("ray.tune.schedulers")
+    from ray.tune.schedulers import TrialScheduler
+
+    from nas.backends.ray_backend import make_scheduler
+    from nas.study import parse_study
+
+    text = tiny_study_text("r", objectives=("accuracy",)).replace(
+        "batch_size = 32", 'batch_size = 32\nfidelity = { pruner = "asha", min_epochs = 3, reduction_factor = 3 }')
+    spec = parse_study(text.replace("epochs = 2", "epochs = 6")).replace(backend="ray")
+    sched = make_scheduler(spec)
+
+    def run(name: str, level: float) -> int | None:  # the epoch after which ASHA stops the trial
+        trial = SimpleNamespace(trial_id=name)
+        sched.on_trial_add(None, trial)
+        for epoch in range(1, 6):  # epochs 1..5 are reported as they end; the 6th with the result
+            if sched.on_trial_result(None, trial, {"epoch": epoch, "accuracy": level + 0.01 * epoch}) \
+                    == TrialScheduler.STOP:
+                return epoch
+        sched.on_trial_complete(None, trial, {"epoch": 6, "accuracy": level + 0.06})
+        return None
+
+    for i, level in enumerate((0.8, 0.85, 0.9)):  # each better than the last: never stopped
+        assert run(f"good{i}", level) is None
+    assert run("weak", 0.1) == 3
