@@ -367,6 +367,7 @@ class TrialSlots:
             sa.Column("n", sa.Integer, nullable=False),
         )
         _create_tables(self.meta, self.engine)
+        self._lock_rows: set[str] = set()
 
     def take(self, study: Any, target: int, owner: str) -> str | None:
         """A slot (its ticket) for one more trial of ``study``, or None when the study holds or
@@ -381,11 +382,13 @@ class TrialSlots:
         from nas.progress import counted
 
         name, t, lk = study.study_name, self.table, self.locks
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(lk.insert().values(study_name=name, n=0))
-        except sa.exc.IntegrityError:
-            pass
+        if name not in self._lock_rows:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(lk.insert().values(study_name=name, n=0))
+            except sa.exc.IntegrityError:
+                pass
+            self._lock_rows.add(name)
         fail_stale_trials(study)
         with self.engine.begin() as conn:
             conn.execute(lk.update().where(lk.c.study_name == name).values(n=lk.c.n + 1))  # the lock
@@ -422,7 +425,8 @@ class TrialSlots:
                          .values(trial_number=number))
 
     def release(self, study_name: str, ticket: str) -> None:
-        """Drop slot ``ticket`` once its trial has finished (it then counts, or not, by its state)."""
+        """Give back slot ``ticket`` when no trial was asked for it (a bound slot needs no
+        release: once its trial finished, ``take`` drops it and counts the trial by its state)."""
         t = self.table
         with self.engine.begin() as conn:
             conn.execute(t.delete().where((t.c.study_name == study_name) & (t.c.ticket == ticket)))
@@ -431,6 +435,7 @@ class TrialSlots:
         with self.engine.begin() as conn:
             conn.execute(self.table.delete().where(self.table.c.study_name == study_name))
             conn.execute(self.locks.delete().where(self.locks.c.study_name == study_name))
+        self._lock_rows.discard(study_name)
 
 
 def _alive(owner: str, taken_at: float, unbound_s: float) -> bool:

@@ -153,19 +153,23 @@ def run_worker(spec: StudySpec, target: int | None, worker: int = 0, heartbeat_s
                        callbacks=callbacks, gc_after_trial=False)
         return
     slots = TrialSlots(storage)
-    ticket: list[str] = []
-    objective = optuna_objective(step, prune=spec.prunes,
-                                 on_start=lambda trial: slots.bind(spec.name, ticket[0], trial.number))
+    held: dict[str, Any] = {}
+
+    def bind(trial: Any) -> None:
+        slots.bind(spec.name, held["ticket"], trial.number)
+        held["bound"] = True
+
+    objective = optuna_objective(step, prune=spec.prunes, on_start=bind)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while deadline is None or time.monotonic() < deadline:
-        got = slots.take(study, target, worker_id())
-        if got is None:
+        held.update(ticket=slots.take(study, target, worker_id()), bound=False)
+        if held["ticket"] is None:
             return
-        ticket[:] = [got]
         try:
             study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
         finally:
-            slots.release(spec.name, got)
+            if not held["bound"]:  # no trial was asked: give the slot back (a bound one frees itself)
+                slots.release(spec.name, held["ticket"])
 
 
 def _worker_entry(spec: StudySpec, target: int | None, worker: int, heartbeat_s: float | None,
