@@ -52,8 +52,10 @@ def create_or_load(spec: StudySpec, storage: Any) -> Any:
 
 
 def _check_same_space(study: Any, spec: StudySpec) -> None:
-    """A resumed study must keep its space, data resolution and evaluator kind: Optuna cannot
-    mix distributions of one parameter name, and results at another resolution do not compare."""
+    """A resumed study must keep its space, data resolution, evaluator kind, epochs and caps:
+    Optuna cannot mix distributions of one parameter name, results at another resolution do
+    not compare, and feasibility is judged once, when a trial ends, against the caps in force
+    then (the front, export, the dashboard and the samplers read it from the store)."""
     import json
 
     from nas.study import spec_from_dict
@@ -68,9 +70,20 @@ def _check_same_space(study: Any, spec: StudySpec) -> None:
     changed = [what for what, a, b in (("space", old.space, spec.space), ("data", old.data, spec.data),
                                        ("evaluator kind", old.evaluator.kind, spec.evaluator.kind),
                                        ("epochs", old.evaluator.epochs, spec.evaluator.epochs)) if a != b]
+    caps_old, caps_new = old.constraints.limits(), spec.constraints.limits()
+    if caps_old != caps_new:
+        diff = ", ".join(f"{k} {_cap(k, caps_old.get(k))} (file: {_cap(k, caps_new.get(k))})"
+                         for k in sorted(set(caps_old) | set(caps_new)) if caps_old.get(k) != caps_new.get(k))
+        changed.append(f"caps: {diff}")
     if changed:
-        raise NasError(f"study {spec.name!r} in the store was run with another {' and '.join(changed)}; "
+        raise NasError(f"study {spec.name!r} in the store was run with another {' and another '.join(changed)}; "
                        "resume it with the same study file, or give the changed study a new name")
+
+
+def _cap(name: str, v: float | None) -> str:
+    if v is None:
+        return "none"
+    return f"{v:g} ms" if name == "max_latency_ms" else format_count(v)
 
 
 def preset_for_study(name: str, spec: StudySpec, num_classes: int, in_chans: int = 3) -> Any:

@@ -83,7 +83,7 @@ def prepare(spec: Any, heartbeat_s: float | None = None) -> tuple[Any, Any, Any]
     Returns ``(storage, study, evaluator)``; raises ``NasError`` (one line) on bad input.
     """
     from nas.backends.common import check_budget, create_or_load, record_presets
-    from nas.objective import TrialEvaluator
+    from nas.evaluator import TrialEvaluator
     from nas.store import HEARTBEAT_S, open_storage, study_names
 
     storage = open_storage(spec.storage, heartbeat_s=heartbeat_s or HEARTBEAT_S)
