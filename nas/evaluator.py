@@ -163,13 +163,6 @@ class TrialEvaluator:
         params weigh alike in the constrained samplers' penalty; an unmeasured one is 1e6."""
         return {name: float(v / self.limits[name]) if math.isfinite(v) else 1e6 for name, v in cand.constraints.items()}
 
-    def suggest(self, trial: Any) -> Candidate:
-        """Suggest a genome on ``trial``, screen it and record costs/constraints on the trial."""
-        from nas.trial import record_candidate
-
-        cand = self.candidate_for(self.space.suggest(trial))
-        record_candidate(trial, cand, self)
-        return cand
 
     # --- evaluation ------------------------------------------------------------------------
     def evaluate(self, cand: Candidate, on_epoch: OnEpoch | None = None, seed: int | None = None) -> Outcome:

@@ -17,6 +17,11 @@ What is used, and why:
 - ``FrozenTrial._trial_id``: the storage's row id of a finished trial;
 - ``optuna.study._constrained_optimization._get_constraints_from_system_attrs``: decode the
   constraint values Optuna keeps as system attributes (old list format and 5.0's per-name keys);
+- ``optuna.samplers.nsgaii._elite_population_selection_strategy._rank_population`` and
+  ``_calc_crowding_distance``, ``_constrained_optimization._is_constrained_optimization``: NSGA-II's
+  constrained non-dominated sorting and crowding distance, for the evolution sampler's selection;
+- ``Study._storage.set_trial_system_attr`` with a ``FrozenTrial``'s row id: a sampler's per-trial
+  state (the evolution sampler's plan), the way Optuna's own samplers keep theirs;
 - Ray Tune's ``OptunaSearch._ot_trials`` / ``_ot_study`` / ``_completed_trials``: the Optuna
   trial behind a Ray trial id, telling it, and marking it told.
 """
@@ -92,6 +97,41 @@ def constraints_from_system_attrs(system_attrs: dict[str, Any]) -> dict[str, flo
     except ImportError as e:
         raise _missing("optuna.study._constrained_optimization._get_constraints_from_system_attrs", e) from None
     return _get_constraints_from_system_attrs(system_attrs)
+
+
+def set_trial_system_attrs(study: Any, trial: Any, values: dict[str, Any]) -> None:
+    """Write ``values`` as system attributes of ``trial`` (a ``FrozenTrial`` handed to a sampler's
+    ``before_trial``) through the study's storage, as Optuna's own samplers keep per-trial state."""
+    try:
+        storage = study._storage
+    except AttributeError as e:
+        raise _missing("Study._storage", e) from None
+    tid = trial_id(trial)
+    for k, v in values.items():
+        storage.set_trial_system_attr(tid, k, v)
+
+
+def constrained_fronts(trials: list[Any], directions: list[Any]) -> list[list[Any]]:
+    """NSGA-II's non-dominated fronts of finished ``trials`` (best first), with constraint
+    domination when the trials carry constraint values (feasible first; among infeasible ones
+    the smaller total violation)."""
+    try:
+        from optuna.samplers.nsgaii._elite_population_selection_strategy import _rank_population
+        from optuna.study._constrained_optimization import _is_constrained_optimization
+    except ImportError as e:
+        raise _missing("optuna's NSGA-II ranking (_rank_population, _is_constrained_optimization)", e) from None
+    return _rank_population(list(trials), list(directions), is_constrained=_is_constrained_optimization(trials))
+
+
+def crowding_distance(front: list[Any]) -> dict[int, float]:
+    """NSGA-II's crowding distance of each trial of one front, by trial number."""
+    try:
+        from optuna.samplers.nsgaii._elite_population_selection_strategy import (
+            _calc_crowding_distance,
+        )
+    except ImportError as e:
+        raise _missing("optuna's NSGA-II crowding distance (_calc_crowding_distance)", e) from None
+    return _calc_crowding_distance(list(front))
 
 
 # --- Ray Tune's OptunaSearch ---------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluators.sql import fork_safe, normalize_url
+from nas import attrs
 from nas.errors import NasError, did_you_mean
 from nas.errors import first_line as _first_line
 
@@ -320,7 +321,7 @@ class TrialSlots:
     ``number`` once asked, the taking ``owner`` host:pid and time). ``take`` runs under a lock
     row of ``nas_trial_slot_locks`` (a row lock on PostgreSQL, the write lock on SQLite), so
     takers of one study are serialised: a slot is given when the counted trials
-    (``nas.progress.counted``) plus the slots in use are below the target. A slot is in use
+    (``counted``) plus the slots in use are below the target. A slot is in use
     while its trial is unfinished (RUNNING or WAITING) or, before it is bound to a trial, while
     its owner lives; the slot of a trial that ended without counting (interrupted, or failed by
     heartbeat after its worker died) is free again.
@@ -361,7 +362,6 @@ class TrialSlots:
         import sqlalchemy as sa
         from optuna.storages import fail_stale_trials
 
-        from nas.progress import counted
 
         name, t, lk = study.study_name, self.table, self.locks
         if name not in self._lock_rows:
@@ -435,3 +435,16 @@ def _alive(owner: str, taken_at: float, unbound_s: float) -> bool:
         except PermissionError:
             return True
     return time.time() - taken_at < unbound_s
+
+
+def counted(t: Any) -> bool:
+    """Whether a finished trial counts toward the study's trial budget: COMPLETE and PRUNED do,
+    FAILED ones do when they failed on their own (not when a killed worker left them RUNNING,
+    since those are retried, nor when interrupted)."""
+    s = t.state.name
+    if s in ("COMPLETE", "PRUNED"):
+        return True
+    if s == "FAIL":
+        reason = t.user_attrs.get(attrs.FAILURE)
+        return bool(reason) and reason != "interrupted"
+    return False

@@ -33,8 +33,6 @@ from typing import Any
 from evaluators.config import DataSpec as LibraryData
 from evaluators.config import ProxyConfig
 from nas.errors import NasError, did_you_mean
-from nas.samplers import DEFAULT_SAMPLER
-from nas.samplers import SAMPLER_NAMES as SAMPLERS
 from nas.schema import (
     Ctx,
     borrow,
@@ -53,6 +51,9 @@ BACKENDS = ("optuna", "ray")
 SHAPES = ("isotropic", "pyramid")
 OBJECTIVES = {"accuracy": "maximize", "flops": "minimize", "params": "minimize", "latency_ms": "minimize"}
 EVALUATORS = ("proxy", "zero_cost", "synthetic")
+# the samplers a study file may name (their implementations: nas.samplers)
+SAMPLERS = ("evolution", "evolution_plain", "nsga2", "tpe", "gp", "random")
+DEFAULT_SAMPLER = "evolution"
 DATASETS = ("digits", "digit_pairs", "cifar10", "cifar100", "imagefolder", "synthetic")
 PRUNERS = ("none", "median", "asha", "hyperband")
 _SI = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}

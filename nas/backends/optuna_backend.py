@@ -7,7 +7,7 @@
 - ``workers > 1`` spawns that many processes on the same store; several ``nas search`` runs on
   one PostgreSQL study work the same way. Each trial takes a slot of the study's budget first
   (``nas.store.TrialSlots``), so the study ends at exactly ``trials`` counted trials
-  (``nas.progress.counted``), whoever ran them.
+  (``nas.store.counted``), whoever ran them.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def make_pruner(spec: StudySpec) -> Any:
 
 
 def counted_trials(study: Any) -> int:
-    from nas.progress import counted
+    from nas.store import counted
 
     return sum(counted(t) for t in study.get_trials(deepcopy=False))
 

@@ -23,11 +23,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from nas.study import DEFAULT_SAMPLER  # noqa: F401  (the study file's vocabulary, re-exported)
+from nas.study import SAMPLERS as SAMPLER_NAMES
+
 if TYPE_CHECKING:
     from nas.study import StudySpec
-
-DEFAULT_SAMPLER = "evolution"
-SAMPLER_NAMES = ("evolution", "evolution_plain", "nsga2", "tpe", "gp", "random")
 
 
 def trial_seed(seed: int, number: int) -> int:

@@ -36,6 +36,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import TrialState
 
 from nas import attrs
+from nas.optuna_internals import set_trial_system_attrs
 from nas.samplers import trial_seed
 from nas.samplers.genome_ops import Dist, GenomeOps, Plan
 from nas.space import InvalidCandidate, SearchSpace, num_classes_for
@@ -140,10 +141,7 @@ class EvolutionSampler(BaseSampler):
         t0 = time.perf_counter()
         plan, spec, origin = self.propose(study, trial.number)
         self._plans[trial.number] = plan
-        storage = study._storage  # Optuna's own samplers store per-trial state the same way
-        storage.set_trial_system_attr(trial._trial_id, PLAN_KEY, plan)
-        storage.set_trial_system_attr(trial._trial_id, PLAN_ID_KEY, spec.arch_id)
-        storage.set_trial_system_attr(trial._trial_id, ORIGIN_KEY, origin)
+        set_trial_system_attrs(study, trial, {PLAN_KEY: plan, PLAN_ID_KEY: spec.arch_id, ORIGIN_KEY: origin})
         self.timings.append(time.perf_counter() - t0)
 
     def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:

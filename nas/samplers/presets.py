@@ -1,7 +1,7 @@
 """Warm start: the study's presets as plans of its space, shrunk until they fit the caps.
 
 A preset (``search_space.PRESETS``, at the study's resolution by
-``nas.backends.common.preset_for_study``) is projected onto the space's parameters: its shape,
+``nas.space.preset_for_study``) is projected onto the space's parameters: its shape,
 stem, patch size, position encoding, channel MLP, widths, depths, mixers and their knobs, each
 moved to the nearest value the space allows (a mixer the space lacks becomes the space's first
 mixer). Then, while the genome is over the FLOP or parameter cap, the largest depth and the
@@ -83,7 +83,7 @@ def shrink(plan: Plan, ops: GenomeOps, fits: Callable[[ArchSpec], bool], rng: ra
 def preset_plans(study: StudySpec, ops: GenomeOps, fits: Callable[[ArchSpec], bool],
                  seed: int) -> list[tuple[str, Plan, ArchSpec]]:
     """(name, plan, genome) of each of the study's presets, projected and shrunk."""
-    from nas.backends.common import preset_for_study
+    from nas.space import preset_for_study
     from search_space import PRESETS
 
     out = []

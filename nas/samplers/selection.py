@@ -4,8 +4,8 @@
 The ranking and the crowding distance are Optuna's own (``optuna.samplers.nsgaii``): constraint
 domination on the constraint values stored with ``trial.set_constraint`` (a feasible trial beats
 an infeasible one; among infeasible ones the smaller total violation wins; feasible ones by
-Pareto dominance). Optuna exposes them only in private modules; this module is the one place
-that imports them, and ``tests/nas/test_samplers.py`` pins their behaviour.
+Pareto dominance). Optuna exposes them only in private modules, reached through
+``nas.optuna_internals``; ``tests/nas/test_samplers.py`` pins their behaviour.
 """
 
 from __future__ import annotations
@@ -14,11 +14,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from optuna.samplers.nsgaii._elite_population_selection_strategy import (
-    _calc_crowding_distance,
-    _rank_population,
-)
-from optuna.study._constrained_optimization import _is_constrained_optimization
+from nas.optuna_internals import constrained_fronts, crowding_distance
 
 
 def rank_and_crowding(trials: Sequence[Any], directions: Sequence[Any]) -> dict[int, tuple[int, float]]:
@@ -28,10 +24,10 @@ def rank_and_crowding(trials: Sequence[Any], directions: Sequence[Any]) -> dict[
     best front.
     """
     trials = sorted(trials, key=lambda t: t.number)
-    fronts = _rank_population(list(trials), list(directions), is_constrained=_is_constrained_optimization(trials))
+    fronts = constrained_fronts(list(trials), list(directions))
     out: dict[int, tuple[int, float]] = {}
     for r, front in enumerate(fronts):
-        dist = _calc_crowding_distance(list(front))
+        dist = crowding_distance(list(front))
         for t in front:
             out[t.number] = (r, dist[t.number])
     return out
