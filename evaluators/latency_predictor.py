@@ -349,8 +349,10 @@ class HybridPredictor(LatencyPredictor):
         self.rows[spec.arch_id] = {"genome": spec.to_json(), "ms": float(ms)}
 
     def training_set(self) -> tuple[list[ArchSpec], list[float]]:
-        specs = [ArchSpec.from_json(r["genome"]) for r in self.rows.values()]
-        return specs, [r["ms"] for r in self.rows.values()]
+        """The recorded measurements as (genomes, ms), in arch_id order: the fit does not depend
+        on the order they arrived in (a saved and reloaded predictor refits identically)."""
+        rows = [self.rows[k] for k in sorted(self.rows)]
+        return [ArchSpec.from_json(r["genome"]) for r in rows], [r["ms"] for r in rows]
 
     # --- features --------------------------------------------------------------------------
     def features(self, spec: ArchSpec, img_size: int | None = None) -> tuple[np.ndarray, Prediction]:
@@ -492,7 +494,7 @@ class HybridPredictor(LatencyPredictor):
         pred = cls._from_dict(dict(base.to_dict(), coverage=coverage, min_models=min_models))
         for s, m in zip(specs, measured, strict=True):
             pred.add_measurement(s, m)
-        pred._fit_correction(specs, measured)
+        pred._fit_correction(*pred.training_set())
         return pred
 
     # --- storage ---------------------------------------------------------------------------
@@ -520,8 +522,8 @@ class HybridPredictor(LatencyPredictor):
 class StudyPredictor:
     """A ``HybridPredictor`` kept up to date with the whole-model latencies a study measures.
 
-    It reads ``cache.measurements(...)`` for its device and setting and refits when
-    ``refit_every`` new ones have arrived (or when the first ``min_models`` are there), measuring
+    It reads ``cache.measurements(...)`` for its device and setting and refits when the first
+    ``min_models`` are there, then whenever ``refit_every`` new ones have arrived, measuring
     the kernels of the measured genomes on the way (``HybridPredictor.refit``). Before predicting
     a candidate with a fitted correction it measures the candidate's kernels that are not in the
     table yet (nn-Meter's setting: kernels measured, the model predicted; a search revisits
@@ -562,9 +564,11 @@ class StudyPredictor:
     def refresh(self) -> bool:
         """Refit if enough new measurements are in the cache; returns whether it refitted."""
         rows = self.cache.measurements(**self.predictor.to_setting())
-        new = len(rows) - max(self._used, 0)
-        due = (new >= self.refit_every or (self._used < self.predictor.min_models <= len(rows))
-               or (self._used < 0 and self.predictor.rows))
+        least = self.predictor.min_models
+        # refit once the correction can be fitted, then every refit_every new measurements; a
+        # predictor loaded with measurements of its own learns the cache's at the first chance
+        due = ((len(rows) >= least and (self._used < least or len(rows) - self._used >= self.refit_every))
+               or (self._used < 0 and bool(self.predictor.rows) and bool(rows)))
         if not due:
             return False
         for spec, ms in rows:
