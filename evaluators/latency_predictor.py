@@ -39,6 +39,7 @@ and median ms), not a pickled model: ``load`` refits the correction deterministi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -533,24 +534,28 @@ class StudyPredictor:
     Args:
         cache: the study's ``LatencyCache``.
         device, batch, dtype, threads, clock: the setting the study measures latency at.
-        path: a saved predictor to start from (``nas latency calibrate``), if it exists; it must
-            be for the same device and setting. After each refit the predictor is saved there.
+        path: the predictor's file: loaded if it exists (it must be for the same device and
+            setting), saved after each refit.
+        base: a calibrated predictor to start from while ``path`` does not exist yet (``nas
+            latency calibrate``'s file); it is not written to.
     """
 
     def __init__(self, cache: Any, *, device: str = "cpu", batch: int = 1, dtype: str = "float32",
-                 threads: int = 1, clock: str = "wall", path: str | Path | None = None, refit_every: int = 10,
-                 min_models: int = 10, coverage: float = 0.9, measure_kernels: bool = True) -> None:
+                 threads: int = 1, clock: str = "wall", path: str | Path | None = None,
+                 base: str | Path | None = None, refit_every: int = 10, min_models: int = 10,
+                 coverage: float = 0.9, measure_kernels: bool = True) -> None:
         self.cache, self.path = cache, Path(path) if path else None
         self.refit_every, self.measure_kernels = max(1, int(refit_every)), measure_kernels
         fresh = HybridPredictor(device, batch, dtype, threads, clock=clock, coverage=coverage, min_models=min_models)
-        if self.path is not None and self.path.exists():
-            loaded = HybridPredictor.load(self.path)
+        start = next((Path(q) for q in (path, base) if q and Path(q).exists()), None)
+        if start is not None:
+            loaded = HybridPredictor.load(start)
             want = {k: v for k, v in fresh.to_setting().items() if k != "torch_version"}
             got = {k: v for k, v in loaded.to_setting().items() if k != "torch_version"}
             if got != want:
                 diff = ", ".join(f"{k} {got[k]!r} (study: {want[k]!r})" for k in want if got[k] != want[k])
-                raise NasError(f"latency predictor {self.path} is for another setting: {diff}; "
-                               f"recalibrate it or point [latency] predictor elsewhere")
+                raise NasError(f"latency predictor {start} is for another setting: {diff}; "
+                               f"recalibrate it for the study's setting or remove it")
             self.predictor = loaded
         else:
             self.predictor = fresh
@@ -586,6 +591,24 @@ class StudyPredictor:
         return self.predictor.predict_interval(spec, img_size)
 
 
+def study_predictor(cache: Any, *, name: str, store_dir: str | Path, device: str = "cpu", batch: int = 1,
+                    dtype: str = "float32", threads: int = 1, clock: str = "wall") -> StudyPredictor:
+    """The ``StudyPredictor`` of study ``name``: its file is
+    ``<store_dir>/<name>_latency_predictor_<device>.json``; it starts from the calibrated
+    ``default_predictor_path(device, store_dir)`` when that exists, else from nothing (the
+    first ``min_models`` candidates are then measured). One per process and study."""
+    path = Path(store_dir) / f"{name}_latency_predictor_{device}.json"
+    key = (str(path), getattr(cache, "url", None), device, batch, dtype, threads, clock)
+    if key not in _STUDY_PREDICTORS:
+        _STUDY_PREDICTORS[key] = StudyPredictor(cache, device=device, batch=batch, dtype=dtype, threads=threads,
+                                                clock=clock, path=path,
+                                                base=default_predictor_path(device, store_dir))
+    return _STUDY_PREDICTORS[key]
+
+
+_STUDY_PREDICTORS: dict[tuple, StudyPredictor] = {}
+
+
 # --- deciding a latency cap -----------------------------------------------------------------
 @dataclass(frozen=True)
 class LatencyDecision:
@@ -603,6 +626,9 @@ class LatencyDecision:
     lo: float | None = None
     hi: float | None = None
     predicted_ms: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def decide_latency(spec: ArchSpec, cap_ms: float, predictor: Any, measure_fn: Callable[[], float], *,

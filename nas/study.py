@@ -133,6 +133,7 @@ class LatencySpec:
     device: str = "cpu"
     batch: int = 1
     dtype: str = "float32"
+    predict: bool = False  # decide max_latency_ms from the hybrid predictor where it is sure (issue 15)
 
 
 @dataclass(frozen=True)
@@ -705,7 +706,7 @@ def parse_study(text: str, path: str = "<study>", base_dir: str | Path | None = 
     kw["constraints"] = ConstraintsSpec(**ckw)
 
     lt = _table(ctx, raw, "latency", "")
-    _check_keys(ctx, "latency", lt, ["device", "batch", "dtype"])
+    _check_keys(ctx, "latency", lt, ["device", "batch", "dtype", "predict"])
     lkw: dict[str, Any] = {}
     if "device" in lt:
         lkw["device"] = _choice(ctx, "latency", "device", lt["device"], ("cpu", "cuda"))
@@ -713,6 +714,10 @@ def parse_study(text: str, path: str = "<study>", base_dir: str | Path | None = 
         lkw["batch"] = _int(ctx, "latency", "batch", lt["batch"], 1)
     if "dtype" in lt:
         lkw["dtype"] = _choice(ctx, "latency", "dtype", lt["dtype"], ("float32", "float16", "bfloat16"))
+    if "predict" in lt:
+        lkw["predict"] = _typed(ctx, "latency", "predict", lt["predict"], bool, "true or false")
+        if lkw["predict"] and "max_latency_ms" not in c:
+            raise ctx.error("latency", "predict", "'predict' decides a latency cap; set [constraints] max_latency_ms")
     kw["latency"] = LatencySpec(**lkw)
 
     e = _table(ctx, raw, "evaluator", "")
