@@ -242,3 +242,38 @@ def test_study_predictor_refits_from_the_cache(tmp_path):
     # a predictor for another setting is refused with the difference named
     with pytest.raises(NasError, match="batch 1 .study: 4"):
         StudyPredictor(cache, path=path, batch=4)
+
+
+# --- nas latency calibrate | predict --------------------------------------------------------
+def test_predict_cli_shows_the_interval_and_held_out_error(synthetic, tmp_path, capsys):
+    from nas.cli import main
+
+    pred, test = synthetic
+    path = pred.save(tmp_path / "p.json")
+    g = tmp_path / "g.json"
+    g.write_text(test[0].to_json())
+    assert main(["latency", "predict", str(g), "--predictor", str(path)]) == 0
+    out = capsys.readouterr().out
+    iv = pred.predict_interval(test[0])
+    assert f"predicted {iv.ms:.2f} ms (90% interval {iv.lo:.2f}-{iv.hi:.2f} ms)" in out
+    rep = pred.fit_report
+    assert (f"5-fold cross-validated on its 60 measurements: hybrid {rep['oof_within_10pct']:.0%} within 10% "
+            f"(median {rep['oof_median_abs_err']:.1%})") in out
+    assert main(["latency", "predict", str(g), "--predictor", str(path), "--json"]) == 0
+    d = __import__("json").loads(capsys.readouterr().out)
+    assert d["latency_ms"] == pytest.approx(iv.ms) and d["lo_ms"] == pytest.approx(iv.lo)
+    assert d["predictor_version"] == PREDICTOR_VERSION
+
+
+def test_calibrate_cli_reports_held_out_genomes(tmp_path, capsys):
+    from nas.cli import main
+
+    out_path = tmp_path / "p.json"
+    assert main(["latency", "calibrate", "--models", "3", "--img-size", "32", "--holdout", "2", "--repeats", "3",
+                 "--warmup", "1", "--out", str(out_path)]) == 0
+    out = capsys.readouterr().out
+    assert "no held-out error yet: 3 whole-model measurement(s); the correction needs 10" in out
+    assert "held-out error on 2 genomes measured after the fit: hybrid" in out
+    h = HybridPredictor.load(out_path).fit_report["holdout"]
+    assert h["models"] == 2 and 0 <= h["within_10pct"] <= 1 and h["median_abs_err"] >= 0
+    assert main(["latency", "calibrate", "--models", "3", "--holdout", "-1"]) == 2
