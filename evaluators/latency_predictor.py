@@ -515,9 +515,12 @@ class HybridPredictor(LatencyPredictor):
         return p
 
     def to_setting(self) -> dict[str, Any]:
-        """The device and setting this predictor is for (what must match a measurement)."""
+        """The device and setting this predictor is for, as ``measure_latency`` keys its
+        results (CUDA: CUDA events and no thread count)."""
+        cuda = self.device == "cuda"
         return dict(device=self.device, device_name=self.device_name, batch=self.batch, dtype=self.dtype,
-                    threads=self.threads, clock=self.clock, torch_version=self.torch_version)
+                    threads=0 if cuda else self.threads, clock="cuda_events" if cuda else self.clock,
+                    torch_version=self.torch_version)
 
 
 class StudyPredictor:
@@ -621,7 +624,7 @@ class LatencyDecision:
 
     latency_ms: float
     source: str  # "predicted" | "measured"
-    predictor_version: int
+    predictor_version: int | None  # None: no predictor was given
     over_cap: bool
     lo: float | None = None
     hi: float | None = None
@@ -652,7 +655,7 @@ def decide_latency(spec: ArchSpec, cap_ms: float, predictor: Any, measure_fn: Ca
             iv = predictor.predict_interval(spec, img_size)
         except NasError:  # not calibrated yet (no kernels, no regression): measure
             iv = None
-    version = int(getattr(predictor, "version", PREDICTOR_VERSION))
+    version = None if predictor is None else int(getattr(predictor, "version", PREDICTOR_VERSION))
     if iv is not None and iv.known:
         bounds = dict(lo=iv.lo, hi=iv.hi, predicted_ms=iv.ms)
         if iv.lo > cap_ms:

@@ -95,6 +95,7 @@ def test_no_usable_prediction_measures():
         d = decide_latency(SPEC, 10.0, pred, _measure(3.0, calls))
         assert calls == [1] and d.source == "measured" and d.latency_ms == 3.0 and not d.over_cap
         assert d.lo is None and d.hi is None
+        assert d.predictor_version == (None if pred is None else PREDICTOR_VERSION)
 
 
 # --- the hybrid on a synthetic device ------------------------------------------------------
@@ -212,6 +213,15 @@ def test_cache_lists_a_settings_measurements_postgresql():
     except NasError as e:
         pytest.skip(f"PostgreSQL not reachable: {e}")
     _cache_measurements(PG_URL, table)
+
+
+def test_setting_matches_how_measurements_are_keyed():
+    cpu = HybridPredictor(threads=1, clock="cpu").to_setting()
+    assert (cpu["device"], cpu["threads"], cpu["clock"], cpu["device_name"]) == ("cpu", 1, "cpu", cpu_name())
+    # a CUDA predictor (made from its JSON: no GPU here) reads rows keyed as measure_latency keys CUDA ones
+    d = dict(HybridPredictor().to_dict(), device="cuda", device_name="NVIDIA H200")
+    cuda = HybridPredictor._from_dict(d).to_setting()
+    assert (cuda["device"], cuda["threads"], cuda["clock"]) == ("cuda", 0, "cuda_events")
 
 
 def test_study_predictor_refits_from_the_cache(tmp_path):
