@@ -2,7 +2,7 @@
 on held-out random genomes, and how much measuring a latency-capped search still needs.
 
     python benchmarks/latency.py [--quick] [--clock wall|cpu] [--img-sizes 224,32] [--calib N]
-                                 [--test N] [--repeats N] [--threads 1] [--out FILE]
+                                 [--test N] [--repeats N] [--threads 1] [--out FILE] [--save-predictor FILE]
 
 1. Repeatability: three models measured at the start of the run and again at the end; per model
    the coefficient of variation of the two medians (the noise floor of any predictor's error).
@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--coverage", type=float, default=0.9, help="the hybrid's interval coverage")
     ap.add_argument("--out", default="benchmarks/results/latency.json")
+    ap.add_argument("--save-predictor", default=None, metavar="FILE",
+                    help="also save the calibrated predictor (kernel table + calibration measurements) for offline study")
     args = ap.parse_args(argv)
     if args.quick:
         args.img_sizes, args.calib, args.test = "64,32", 10, 6
@@ -236,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
               f"front equal: {s['front_equal']}")
     for r in rows:
         del r["spec"]
+    if args.save_predictor:
+        print(f"saved the calibrated predictor to {pred.save(args.save_predictor)}")
     path = write_json(args.out, summary, rows, machine=machine_info("cpu"), repeatability=rep_rows,
                       capped_search=searches, fit_report=pred.fit_report, args=vars(args))
     print(f"wrote {path}")
