@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="also save the calibrated predictor (kernel table + calibration measurements) for offline study")
     args = ap.parse_args(argv)
     if args.quick:
-        args.img_sizes, args.calib, args.test = "64,32", 10, 6
+        args.img_sizes, args.calib, args.test, args.repeats = "64,32", 8, 5, 6
     sizes = [int(s) for s in args.img_sizes.split(",")]
     torch.set_num_threads(args.threads)
 
