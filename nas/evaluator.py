@@ -72,6 +72,10 @@ class Candidate:
             out[attrs.LATENCY_SPREAD_MS] = self.latency.get("spread_ms")
             out[attrs.LATENCY_DEVICE] = self.latency.get("device")
             out[attrs.LATENCY_SETTING] = self.latency.get("setting")
+            out[attrs.LATENCY_SOURCE] = self.latency.get("source", "measured")
+            if self.latency.get("predictor_version") is not None:
+                out[attrs.LATENCY_PREDICTOR_VERSION] = self.latency["predictor_version"]
+                out[attrs.LATENCY_INTERVAL] = self.latency.get("interval")
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,6 +145,28 @@ class TrialEvaluator:
         """Measured latency on the study's device and setting (``evaluators.latency``)."""
         return measure_latency(spec, self.study.latency, self.study.storage)
 
+    def decided_latency(self, spec: ArchSpec) -> dict[str, Any]:
+        """``[latency] predict = true``: the latency cap decided from the hybrid predictor's
+        interval where it is sure, measured in the uncertain band (``decide_latency``); the
+        predictor refits from the study's latency cache (``study_predictor``)."""
+        from evaluators.latency_predictor import decide_latency, study_predictor
+        from nas.weights import weights_dir
+
+        lt = self.study.latency
+        pred = study_predictor(latency_cache(self.study.storage), name=self.study.name,
+                               store_dir=weights_dir(self.study).parent, device=lt.device, batch=lt.batch,
+                               dtype=lt.dtype)
+        box: dict[str, Any] = {}
+        d = decide_latency(spec, self.limits["max_latency_ms"], pred,
+                           lambda: box.setdefault("m", self.latency(spec))["latency_ms"],
+                           need_value="latency_ms" in self.study.objective_names)
+        p = pred.predictor
+        threads = f" ({p.threads} threads)" if p.device == "cpu" else ""
+        where = box.get("m") or {"device": f"{p.device}: {p.device_name}{threads}",
+                                 "setting": {"batch": p.batch, "dtype": p.dtype, "img_size": spec.img_size}}
+        return {**where, "latency_ms": d.latency_ms, "source": d.source, "predictor_version": d.predictor_version,
+                "interval": None if d.lo is None else [d.lo, d.hi]}
+
     def candidate_for(self, spec: ArchSpec) -> Candidate:
         """Screen ``spec``, measure its latency when it passed the cheap caps and the study
         needs it, and compute its constraint values."""
@@ -152,7 +178,7 @@ class TrialEvaluator:
             constraints["max_params"] = costs["params"] - self.limits["max_params"]
         cand = Candidate(spec, costs, constraints)
         if self.study.needs_latency and cand.feasible:  # latency only for what passed the cheap checks
-            cand.latency = self.latency(spec)
+            cand.latency = self.decided_latency(spec) if self.study.latency.predict else self.latency(spec)
         if "max_latency_ms" in self.limits:
             lat = cand.latency["latency_ms"] if cand.latency else math.inf
             constraints["max_latency_ms"] = lat - self.limits["max_latency_ms"]
@@ -276,23 +302,26 @@ class TrialEvaluator:
 _LATENCY_CACHES: dict[tuple[str, int], Any] = {}
 
 
+def latency_cache(storage_url: str) -> Any:
+    """The study store's ``LatencyCache`` (one per URL per process)."""
+    import os
+
+    from evaluators.latency import LatencyCache
+    from nas.store import normalize_url
+
+    key = (storage_url, os.getpid())
+    if key not in _LATENCY_CACHES:
+        _LATENCY_CACHES[key] = LatencyCache(normalize_url(storage_url))
+    return _LATENCY_CACHES[key]
+
+
 def measure_latency(spec: ArchSpec, setting: Any, storage_url: str | None = None) -> dict[str, Any]:
     """Latency of ``spec`` on ``setting.device`` at ``setting.batch``/``dtype`` through
     ``evaluators.latency``, cached in the study's own database (by arch_id, device, batch,
     dtype, image size, threads and torch version)."""
-    import os
-
-    from evaluators.latency import LatencyCache
     from evaluators.latency import measure_latency as measure
 
-    cache = None
-    if storage_url:
-        key = (storage_url, os.getpid())  # one cache (one engine) per URL per process
-        if key not in _LATENCY_CACHES:
-            from nas.store import normalize_url
-
-            _LATENCY_CACHES[key] = LatencyCache(normalize_url(storage_url))
-        cache = _LATENCY_CACHES[key]
+    cache = latency_cache(storage_url) if storage_url else None
     r = measure(spec, device=setting.device, batch=setting.batch, dtype=setting.dtype, cache=cache)
     threads = f" ({r.threads} threads)" if r.device == "cpu" else ""
     return {"latency_ms": float(r.median_ms), "spread_ms": float(r.spread_ms),

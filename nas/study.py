@@ -425,6 +425,8 @@ class LatencySpec:
     device: str = setting("cpu", "the device latency is measured on", choices=("cpu", "cuda"))
     batch: int = setting(1, "images per timed forward pass", min=1)
     dtype: str = setting("float32", "the dtype of the timed model", choices=("float32", "float16", "bfloat16"))
+    predict: bool = setting(False, "decide max_latency_ms from the hybrid latency predictor where it is sure, "
+                                   "measure only the uncertain band")
 
 
 @dataclass(frozen=True)
@@ -659,6 +661,8 @@ def parse_study(text: str, path: str = "<study>", base_dir: str | Path | None = 
     data = kw["data"]
     if data.dataset in ("cifar10", "cifar100", "imagefolder") and not data.root:
         raise ctx.error("data", "dataset", f"dataset {data.dataset!r} needs root = \"<directory>\"")
+    if kw["latency"].predict and kw["constraints"].max_latency_ms is None:
+        raise ctx.error("latency", "predict", "'predict' decides a latency cap; set [constraints] max_latency_ms")
 
     spec = StudySpec(**kw)
     if overrides:
