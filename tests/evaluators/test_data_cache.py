@@ -219,3 +219,26 @@ def test_huggingface_save_to_disk_source(tmp_path):
     assert dd.class_names == ("a", "b", "c") and len(dd.train_y) == 9 and len(dd.val_y) == 3
     red = dd.val_x[..., 0].float().mean(dim=(1, 2))
     assert torch.allclose(red, 80.0 * torch.tensor([[1, 0, 2][c] for c in dd.val_y.tolist()]).float(), atol=2)
+
+
+# --- the study file -------------------------------------------------------------------------
+def test_study_workers_share_a_cache_beside_the_sqlite_store(tmp_path):
+    from nas.objective import TrialEvaluator
+    from nas.study import data_cache_dir, load_study
+
+    root = _folder(tmp_path / "imgs", per_class=4)
+    text = (Path(__file__).parents[2] / "studies" / "quickstart.toml").read_text()
+    text = text.replace('dataset = "digits"', f'dataset = "imagefolder"\nroot = "{root}"\ndecode_workers = 1')
+    study_file = tmp_path / "s.toml"
+    study_file.write_text(text.replace('name = "quickstart"', 'name = "cache_study"\n'
+                                       f'storage = "sqlite:///{tmp_path}/db/cache_study.db"'))
+    study = load_study(study_file)
+    assert study.data.decode_workers == 1 and study.data.image_column == "image"
+    assert data_cache_dir(study) == tmp_path / "db" / "data_cache"
+    data = TrialEvaluator(study).data()
+    assert data.num_classes == 3 and len(_entries(tmp_path / "db" / "data_cache")) == 1
+    again = TrialEvaluator(study).data()  # another worker (or a resume): the same entry, mapped
+    assert torch.equal(again.train_x, data.train_x) and len(_entries(tmp_path / "db" / "data_cache")) == 1
+
+    study_file.write_text(text.replace('decode_workers = 1', 'cache_dir = "shared"'))
+    assert data_cache_dir(load_study(study_file)) == tmp_path / "shared"
