@@ -207,8 +207,12 @@ def _load_files(spec: DataSpec, cache_dir, workers: int | None, draft: bool | No
     else:
         key = {k: v for k, v in dataclasses.asdict(spec).items() if k != "download"}
         key["root"] = str(_root(spec).resolve())
-        d = data_cache.cached(jobs, size, chans, spec=key, identity=identity, cache_dir=cache_dir,
-                              workers=workers, draft=draft is None or draft)
+        try:
+            d = data_cache.cached(jobs, size, chans, spec=key, identity=identity, cache_dir=cache_dir,
+                                  workers=workers, draft=draft is None or draft)
+        except OSError as e:  # not writable, disk full, ...
+            raise NasError(f"data cache {str(cache_dir)!r}: {e.strerror or e}; set data.cache_dir to a "
+                           f"writable folder with room for the decoded images") from None
     if d.n_train == 0 or d.n_train == len(d.y):
         which = "training" if d.n_train == 0 else "validation"
         raise NasError(f"{spec.dataset} {spec.root}: no decodable image in the {which} split "

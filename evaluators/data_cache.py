@@ -37,6 +37,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -286,7 +287,7 @@ def cached(jobs: Sequence[tuple[Images, np.ndarray]], size: int, chans: int, *, 
     try:
         lock.acquire(timeout=0)
     except Timeout:  # another process is decoding this spec: wait for it, then use its entry
-        print(f"waiting for another process decoding into {entry} ...", flush=True)
+        print(f"waiting for another process decoding into {entry} ...", file=sys.stderr, flush=True)
         lock.acquire()
     try:
         if (entry / "meta.json").is_file():

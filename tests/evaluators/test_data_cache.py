@@ -242,3 +242,12 @@ def test_study_workers_share_a_cache_beside_the_sqlite_store(tmp_path):
 
     study_file.write_text(text.replace('decode_workers = 1', 'cache_dir = "shared"'))
     assert data_cache_dir(load_study(study_file)) == tmp_path / "shared"
+
+
+def test_unusable_cache_dir_is_one_line(tmp_path):
+    root = _folder(tmp_path / "imgs", per_class=2)
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(NasError, match="data cache .*file.*writable") as e:
+        load_dataset(DataSpec("imagefolder", root=str(root), img_size=8, val_size=2),
+                     cache_dir=tmp_path / "file" / "cache")
+    assert "\n" not in str(e.value)
