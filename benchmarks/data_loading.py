@@ -12,8 +12,9 @@ at ``--img-size`` by ``--workers`` worker processes started together, as ``nas s
   and maps the result;
 * ``warm``: the same with the cache built (a resume, or more workers joining).
 
-"Data ready" is measured inside each worker from the ``load_dataset`` call to the end of one
-pass reading every image (as a first epoch does; a memory map is otherwise read lazily); the
+"Data ready" is measured inside each worker from the ``load_dataset`` call until every page of
+the images has been read once (one byte per 4 KiB: a memory map is otherwise read lazily; a
+trial's own pass over its data costs the same in every mode); the
 interpreter's start and the ``torch`` import are the same for every mode and are reported apart
 (``import_s``: torch, torchvision -- which a search worker imports with timm anyway -- and
 PIL). A mode's start time is its slowest worker's. Memory: each worker reads its own
@@ -142,7 +143,7 @@ def _worker(mode: str, spec_kw: dict[str, Any], cache_dir: str, decode_workers: 
     else:
         data = load_dataset(DataSpec(**spec_kw), cache_dir=cache_dir, workers=decode_workers)
     load_s = time.perf_counter() - t
-    checksum = int(data.train_x.sum()) + int(data.val_x.sum())  # every page read once
+    checksum = sum(int(x.reshape(-1)[::4096].sum()) for x in (data.train_x, data.val_x))  # every 4 KiB page
     ready_s = time.perf_counter() - t
     barrier.wait()  # all workers hold their data now
     mapped = None
@@ -178,18 +179,19 @@ def run_mode(mode: str, workers: int, spec_kw: dict[str, Any], cache_dir: Path,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="2,000 images (< 2 min once generated)")
+    ap.add_argument("--quick", action="store_true", help="2,000 images, one warm start (< 2 min on an idle machine)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/data_loading.json"))
     ap.add_argument("--images", type=int, default=None, help="JPEGs in the generated folder (20,000)")
     ap.add_argument("--img-size", type=int, default=32, help="the study's resolution")
     ap.add_argument("--workers", type=int, default=2, help="worker processes loading the data together")
     ap.add_argument("--decode-workers", type=int, default=None, help="cache decoding processes (all cores)")
-    ap.add_argument("--reps", type=int, default=None, help="repetitions of each mode (median)")
+    ap.add_argument("--reps", type=int, default=1, help="repetitions of current + cold (median)")
+    ap.add_argument("--warm-reps", type=int, default=None, help="warm starts after each cold one (3; quick: 1)")
     ap.add_argument("--data-dir", default=None,
                     help="where the generated folder is kept (default: <tmp>/attention-nas-bench)")
     args = ap.parse_args(argv)
     n = args.images or (2000 if args.quick else 20000)
-    reps = args.reps or (2 if args.quick else 1)
+    reps, warm_reps = args.reps, args.warm_reps or (1 if args.quick else 3)
     base = Path(args.data_dir or Path(tempfile.gettempdir()) / "attention-nas-bench")
     folder = base / f"imagefolder-{n}"
     gen_s = generate(folder, n, procs=max(2, os.cpu_count() or 1))
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = base / f"cache-{n}-{os.getpid()}"
     try:
         for rep in range(reps):
-            for mode in ("current", "cold", "warm"):
+            for mode in ("current", "cold") + ("warm",) * warm_reps:
                 if mode == "cold":
                     shutil.rmtree(cache, ignore_errors=True)
                 r = run_mode(mode, args.workers, spec_kw, cache, args.decode_workers)
@@ -250,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [{k: v for k, v in r.items()} for mode in runs for r in runs[mode]]
     path = write_json(args.out, summary, rows, load_avg_1m=os.getloadavg()[0],
-                      settings={"images": n, "img_size": args.img_size, "workers": args.workers, "reps": reps,
+                      settings={"images": n, "img_size": args.img_size, "workers": args.workers, "reps": reps, "warm_reps": warm_reps,
                                 "decode_workers": args.decode_workers, "quick": args.quick,
                                 "data_dir": str(folder), "generate_s": gen_s})
     for k in ("warm_start_s", "cold_start_s", "current_start_s", "cold_speedup_vs_current", "decode_img_s",

@@ -236,10 +236,12 @@ def decode(jobs: Sequence[tuple[Images, np.ndarray]], size: int, chans: int, *, 
 # --- the cache -----------------------------------------------------------------------------
 def file_identity(paths: Sequence[str | Path], base: str | Path) -> list[tuple[str, int, int]]:
     """``(path relative to base, size in bytes, mtime in ns)`` of each file, for a cache key."""
+    prefix = os.path.join(str(base), "")
     out = []
-    for p in paths:
+    for p in map(str, paths):
         st = os.stat(p)
-        out.append((os.path.relpath(p, base), st.st_size, st.st_mtime_ns))
+        rel = p[len(prefix):] if p.startswith(prefix) else os.path.relpath(p, base)  # relpath: slow
+        out.append((rel, st.st_size, st.st_mtime_ns))
     return out
 
 
