@@ -16,7 +16,7 @@ from typing import Any
 
 from operators.errors import NasError
 
-DATASETS = ("digits", "digit_pairs", "cifar10", "cifar100", "imagefolder")
+DATASETS = ("digits", "digit_pairs", "cifar10", "cifar100", "imagefolder", "huggingface")
 
 
 def setting(default: Any, doc: str, **rules: Any) -> Any:
@@ -31,7 +31,8 @@ class DataSpec:
 
     Args:
         dataset: one of ``DATASETS``.
-        root: directory of the data (CIFAR, ImageFolder); unused for ``digits``.
+        root: directory of the data (CIFAR, ImageFolder, a ``datasets`` ``save_to_disk`` folder);
+            unused for ``digits``.
         img_size: side the images are resized to (the study's resolution).
         subset: at most this many images in *each* split (class-balanced); None: all.
         val_fraction: share of the labelled images held out for validation.
@@ -40,10 +41,13 @@ class DataSpec:
         in_chans: image channels the model takes (grey images are replicated; 1 keeps grey,
             RGB sources are converted to grey when 1).
         download: CIFAR only: try torchvision's download when the files are missing.
+        image_column / label_column: ``huggingface`` only: the table's image (an ``Image``
+            feature) and label columns.
     """
 
     dataset: str = setting("digits", "the images to train on", choices=DATASETS)
-    root: str | None = setting(None, "directory of the data (CIFAR, ImageFolder); unused for digits",
+    root: str | None = setting(None, "directory of the data (CIFAR, ImageFolder, a datasets save_to_disk "
+                                     "folder); unused for digits",
                                what="a directory path")
     img_size: int = setting(32, "side the images are resized to, in pixels", min=4)
     subset: int | None = setting(None, "at most this many images per split, class-balanced (None: all)", min=2)
@@ -52,6 +56,8 @@ class DataSpec:
     seed: int = 0
     in_chans: int = 3
     download: bool = True
+    image_column: str = setting("image", "huggingface: the column of images (an Image feature)")
+    label_column: str = setting("label", "huggingface: the column of labels (ClassLabel, or any values)")
 
     def __post_init__(self) -> None:
 

@@ -20,6 +20,16 @@ Sources:
   download ends in one line that says which files to put where.
 - ``imagefolder``: torchvision's ``ImageFolder`` layout (``root/<class>/<image>``), any image
   format PIL reads; ``root/train`` + ``root/val`` subfolders are used as given splits.
+- ``huggingface``: a Hugging Face ``datasets`` folder written by ``save_to_disk`` (a ``Dataset``,
+  or a ``DatasetDict`` whose ``train`` split is used, with ``validation``/``val`` as the given
+  validation split when present); ``image_column`` (an ``Image`` feature) and ``label_column``
+  (a ``ClassLabel``, or any values: their sorted distinct values become the classes).
+
+Image-file sources (``imagefolder``, ``huggingface``) are listed first, the split and subset are
+chosen from the labels, and only the chosen images are decoded; unreadable files are skipped
+with one warning. With a ``cache_dir`` they are decoded once per machine by a process pool into
+a memory-mapped file every worker shares (``evaluators.data_cache``); without one, in this
+process, one by one (full-size decodes).
 
 The validation split is carved from the *training* images (CIFAR's test batch is never used
 for search, so a search cannot overfit the test set).
@@ -27,6 +37,7 @@ for search, so a search cannot overfit the test set).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,15 +47,20 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
+from evaluators import data_cache
 from evaluators.config import DATASETS, DataSpec  # noqa: F401 - declared without torch, re-exported here
 from operators.errors import NasError, first_line
 
 # Whether a horizontal flip keeps the label (digits: a mirrored 2 is not a 2; digit pairs: a
 # flip also swaps left and right).
-FLIP_OK = {"digits": False, "digit_pairs": False, "cifar10": True, "cifar100": True, "imagefolder": True}
+FLIP_OK = {"digits": False, "digit_pairs": False, "cifar10": True, "cifar100": True, "imagefolder": True,
+           "huggingface": True}
 # Random-crop padding as a share of the image side (CIFAR's classic 4 px at 32; digits are
 # 8x8 originals filling the frame, so half that: one original pixel at most).
-CROP_PAD_FRAC = {"digits": 1 / 16, "digit_pairs": 1 / 24, "cifar10": 1 / 8, "cifar100": 1 / 8, "imagefolder": 1 / 8}
+CROP_PAD_FRAC = {"digits": 1 / 16, "digit_pairs": 1 / 24, "cifar10": 1 / 8, "cifar100": 1 / 8, "imagefolder": 1 / 8,
+                 "huggingface": 1 / 8}
+# Sources of encoded image files, decoded through evaluators.data_cache.
+FILE_SOURCES = ("imagefolder", "huggingface")
 
 
 BUILT_IN = ("digits", "digit_pairs")  # bundled with scikit-learn: no root, no download
@@ -147,8 +163,17 @@ def _cap(labels: np.ndarray, idx: np.ndarray, subset: int | None, rng: np.random
     return idx[balanced_take(labels[idx], subset, rng)]
 
 
-def load_dataset(spec: DataSpec) -> LoadedData:
-    """Load, resize, split and subset ``spec``'s images; see the module docstring."""
+def load_dataset(spec: DataSpec, cache_dir: str | os.PathLike | None = None, workers: int | None = None,
+                 draft: bool | None = None) -> LoadedData:
+    """Load, resize, split and subset ``spec``'s images; see the module docstring.
+
+    ``cache_dir``, ``workers`` and ``draft`` apply to image-file sources only: ``cache_dir`` is
+    where decoded images are kept and shared (None: decode in memory); ``workers`` the decoding
+    processes (None: all usable cores with a cache, 1 without); ``draft`` JPEG draft decoding
+    (None: on with a cache). Raises ``NasError`` for a missing root, an empty class or folder, or
+    a split with no decodable image."""
+    if spec.dataset in FILE_SOURCES:
+        return _load_files(spec, cache_dir, workers, draft)
     if spec.dataset == "digits":
         x, y, names = _digits()
         train_idx, val_idx = split_indices(y, spec)
@@ -162,13 +187,52 @@ def load_dataset(spec: DataSpec) -> LoadedData:
         train_x, val_x = _resize(x[train_idx], spec), _resize(x[val_idx], spec)
         train_y, val_y = y[train_idx], y[val_idx]
     else:
-        (train_x, train_y), (val_x, val_y), names = _imagefolder(spec)
+        raise NasError(f"unknown dataset {spec.dataset!r}")
     num_classes = len(names)
     mean, std = _stats(train_x)
     return LoadedData(
         train_x=train_x, train_y=torch.as_tensor(train_y, dtype=torch.int64),
         val_x=val_x, val_y=torch.as_tensor(val_y, dtype=torch.int64),
         num_classes=num_classes, mean=mean, std=std, spec=spec, class_names=tuple(names),
+    )
+
+
+def _load_files(spec: DataSpec, cache_dir, workers: int | None, draft: bool | None) -> LoadedData:
+    """An image-file source: list, choose the split and subset, decode only those (cached)."""
+    if spec.in_chans not in (1, 3):
+        raise NasError(f"cannot turn image files into in_chans={spec.in_chans}; use 1 or 3")
+    if spec.dataset == "imagefolder":
+        train, val, names, identity = _imagefolder(spec)
+    else:
+        train, val, names, identity = _huggingface(spec)
+    if val is not None:  # given splits: each capped at the subset
+        rng = np.random.default_rng(spec.seed)
+        jobs = [(train, _cap(train.labels, np.arange(len(train.labels)), spec.subset, rng)),
+                (val, _cap(val.labels, np.arange(len(val.labels)), spec.subset, rng))]
+    else:
+        ti, vi = split_indices(train.labels, spec)
+        jobs = [(train, ti), (train, vi)]
+    size, chans = spec.img_size, spec.in_chans
+    if cache_dir is None:
+        d = data_cache.decode(jobs, size, chans, workers=workers or 1, draft=bool(draft))
+    else:
+        key = {k: v for k, v in dataclasses.asdict(spec).items() if k != "download"}
+        key["root"] = str(_root(spec).resolve())
+        try:
+            d = data_cache.cached(jobs, size, chans, spec=key, identity=identity, cache_dir=cache_dir,
+                                  workers=workers, draft=draft is None or draft)
+        except OSError as e:  # not writable, disk full, ...
+            raise NasError(f"data cache {str(cache_dir)!r}: {e.strerror or e}; set data.cache_dir to a "
+                           f"writable folder with room for the decoded images") from None
+    if d.n_train == 0 or d.n_train == len(d.y):
+        which = "training" if d.n_train == 0 else "validation"
+        raise NasError(f"{spec.dataset} {spec.root}: no decodable image in the {which} split "
+                       f"({d.skipped} unreadable files skipped)")
+    x = torch.from_numpy(d.x)  # a copy-on-write memory map from the cache: pages shared, not copied
+    return LoadedData(
+        train_x=x[:d.n_train], train_y=torch.from_numpy(d.y[:d.n_train]),
+        val_x=x[d.n_train:], val_y=torch.from_numpy(d.y[d.n_train:]),
+        num_classes=len(names), mean=d.mean, std=d.std, spec=spec, class_names=tuple(names),
     )
 
 
@@ -272,55 +336,87 @@ def _cifar(spec: DataSpec) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def _imagefolder(spec: DataSpec):
-    from torchvision.datasets import ImageFolder
+    """``(train, val or None, class names, file identity)``: torchvision's ``ImageFolder`` listing
+    (its classes and extensions), nothing decoded. An empty class folder or a root without class
+    folders is one ``NasError`` line."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
     root = _root(spec)
     given = (root / "train").is_dir() and (root / "val").is_dir()
 
-    def folder(path: Path) -> ImageFolder:
+    def folder(path: Path) -> tuple[list[str], list[tuple[str, int]]]:
         try:
-            return ImageFolder(str(path))
+            classes, to_idx = find_classes(str(path))
+            return classes, make_dataset(str(path), to_idx, extensions=IMG_EXTENSIONS)
         except (FileNotFoundError, RuntimeError) as e:
             raise NasError(f"ImageFolder {str(path)!r}: {str(e).splitlines()[0]} "
                            f"(expected <root>/<class>/<image>)") from None
 
+    def images(samples: list[tuple[str, int]]) -> data_cache.Images:
+        paths = [p for p, _ in samples]
+        return data_cache.Images(labels=np.asarray([c for _, c in samples], dtype=np.int64),
+                                 read=lambda idx: [paths[i] for i in idx], describe=lambda i: paths[i])
+
     if given:
-        tr, va = folder(root / "train"), folder(root / "val")
-        if tr.classes != va.classes:
+        (classes, tr), (va_classes, va) = folder(root / "train"), folder(root / "val")
+        if classes != va_classes:
             raise NasError(f"ImageFolder {root}: train/ and val/ have different class folders")
-        rng = np.random.default_rng(spec.seed)
-        ty, vy = np.asarray(tr.targets), np.asarray(va.targets)
-        ti = _cap(ty, np.arange(len(ty)), spec.subset, rng)
-        vi = _cap(vy, np.arange(len(vy)), spec.subset, rng)
-        splits = [(tr.samples, ti), (va.samples, vi)]
-        classes = tr.classes
-    else:
-        ds = folder(root)
-        ti, vi = split_indices(np.asarray(ds.targets), spec)
-        splits = [(ds.samples, ti), (ds.samples, vi)]
-        classes = ds.classes
-    out = []
-    for samples, idx in splits:
-        x = torch.stack([_read_image(samples[i][0], spec) for i in idx])  # (N, H, W, C) uint8
-        y = np.asarray([samples[i][1] for i in idx], dtype=np.int64)
-        out.append((x, y))
-    return out[0], out[1], classes
+        return images(tr), images(va), classes, data_cache.file_identity([p for p, _ in tr + va], root)
+    classes, samples = folder(root)
+    return images(samples), None, classes, data_cache.file_identity([p for p, _ in samples], root)
 
 
-def _read_image(path: str, spec: DataSpec) -> torch.Tensor:
-    """Resize the shorter side to ``img_size``, centre-crop, convert to ``in_chans``."""
-    from PIL import Image
+def _huggingface(spec: DataSpec):
+    """``(train, val or None, class names, file identity)`` of a ``save_to_disk`` folder; the
+    images' bytes are read only for the rows chosen. Wrong columns, an empty class or an empty
+    table are one ``NasError`` line."""
+    import datasets
 
-    with Image.open(path) as im:
-        im = im.convert("L" if spec.in_chans == 1 else "RGB")
-        w, h = im.size
-        s = spec.img_size / min(w, h)
-        im = im.resize((max(spec.img_size, round(w * s)), max(spec.img_size, round(h * s))), Image.BILINEAR)
-        w, h = im.size
-        left, top = (w - spec.img_size) // 2, (h - spec.img_size) // 2
-        im = im.crop((left, top, left + spec.img_size, top + spec.img_size))
-        a = np.asarray(im, dtype=np.uint8).reshape(spec.img_size, spec.img_size, -1)
-    return _to_chans(torch.from_numpy(a.copy()), spec.in_chans)
+    root = _root(spec)
+    try:
+        ds = datasets.load_from_disk(str(root))
+    except Exception as e:  # FileNotFoundError for a folder save_to_disk did not write, ...
+        msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise NasError(f"huggingface {str(root)!r} is not a datasets folder written by save_to_disk ({msg})") from None
+    val = None
+    if isinstance(ds, datasets.DatasetDict):
+        if "train" not in ds:
+            raise NasError(f"huggingface {root}: no 'train' split (splits: {', '.join(ds)})")
+        val = next((ds[k] for k in ("validation", "val") if k in ds), None)
+        ds = ds["train"]
+    img, lab = spec.image_column, spec.label_column
+    for col in (img, lab):
+        if col not in ds.column_names:
+            raise NasError(f"huggingface {root}: no column {col!r} (columns: {', '.join(ds.column_names)}); "
+                           f"set data.image_column / data.label_column")
+    if not isinstance(ds.features[img], datasets.Image):
+        raise NasError(f"huggingface {root}: column {img!r} is {type(ds.features[img]).__name__}, not an Image")
+    feature = ds.features[lab]
+    names = ([str(n) for n in feature.names] if isinstance(feature, datasets.ClassLabel) else
+             [str(v) for v in sorted({v for part in (ds, val) if part is not None for v in part[lab]})])
+
+    index = {n: i for i, n in enumerate(names)}
+
+    def table(part) -> data_cache.Images:
+        raw = list(part[lab])
+        labels = np.asarray(raw if isinstance(feature, datasets.ClassLabel) else [index[str(v)] for v in raw],
+                            dtype=np.int64)
+        part = part.cast_column(img, datasets.Image(decode=False))
+
+        def read(idx):
+            return [r["bytes"] if r["bytes"] is not None else r["path"] for r in part[[int(i) for i in idx]][img]]
+
+        return data_cache.Images(labels=labels, read=read, describe=lambda i: f"row {i}")
+
+    train = table(ds)
+    if len(train.labels) == 0:
+        raise NasError(f"huggingface {root}: the table has no rows")
+    empty = [names[c] for c in np.flatnonzero(np.bincount(train.labels, minlength=len(names)) == 0)]
+    if empty:
+        raise NasError(f"huggingface {root}: class {empty[0]!r} has no images "
+                       f"({len(empty)} empty of {len(names)}; drop them or relabel)")
+    files = sorted(str(p) for p in root.rglob("*") if p.is_file())
+    return train, table(val) if val is not None else None, names, data_cache.file_identity(files, root)
 
 
 # --- tensor helpers ------------------------------------------------------------------------
@@ -349,6 +445,4 @@ def _resize(x: np.ndarray, spec: DataSpec) -> torch.Tensor:
 
 
 def _stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    f = x.reshape(-1, x.shape[-1]).double() / 255.0
-    std = f.std(0).clamp_min(1e-3)
-    return tuple(float(v) for v in f.mean(0)), tuple(float(v) for v in std)
+    return data_cache.channel_stats(x.numpy())

@@ -24,7 +24,7 @@ from typing import Any
 from nas import attrs
 from nas.errors import NasError
 from nas.space import SearchSpace, num_classes_for
-from nas.study import StudySpec, format_count
+from nas.study import StudySpec, data_cache_dir, format_count
 from search_space.genome import ArchSpec
 
 
@@ -129,7 +129,9 @@ class TrialEvaluator:
                 if not Path(d.root).expanduser().exists():
                     raise NasError(f"data root {d.root!r} does not exist (dataset {d.dataset!r})")
             self._data = load_dataset(EvalDataSpec(dataset=d.dataset, root=d.root, img_size=d.img_size,
-                                                   subset=d.subset, seed=self.study.seed, download=False))
+                                                   subset=d.subset, seed=self.study.seed, download=False,
+                                                   image_column=d.image_column, label_column=d.label_column),
+                                      cache_dir=data_cache_dir(self.study), workers=d.decode_workers)
         return self._data
 
     # --- candidates ------------------------------------------------------------------------

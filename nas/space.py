@@ -22,7 +22,8 @@ from nas.study import DataSpec, IntRange, KnobRange, StudySpec
 from search_space.genome import ArchSpec, HeadSpec, StageSpec, StemSpec
 
 DATASET_CLASSES = {"digits": 10, "digit_pairs": 10, "cifar10": 10, "cifar100": 100, "synthetic": 10}
-DATASET_CHANS = {"digits": 3, "digit_pairs": 3, "cifar10": 3, "cifar100": 3, "imagefolder": 3, "synthetic": 3}
+DATASET_CHANS = {"digits": 3, "digit_pairs": 3, "cifar10": 3, "cifar100": 3, "imagefolder": 3, "huggingface": 3,
+                 "synthetic": 3}
 
 
 def num_classes_for(data: DataSpec) -> int | None:

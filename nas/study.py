@@ -54,7 +54,7 @@ EVALUATORS = ("proxy", "zero_cost", "synthetic")
 # the samplers a study file may name (their implementations: nas.samplers)
 SAMPLERS = ("evolution", "evolution_plain", "nsga2", "tpe", "gp", "random")
 DEFAULT_SAMPLER = "evolution"
-DATASETS = ("digits", "digit_pairs", "cifar10", "cifar100", "imagefolder", "synthetic")
+DATASETS = ("digits", "digit_pairs", "cifar10", "cifar100", "imagefolder", "huggingface", "synthetic")
 PRUNERS = ("none", "median", "asha", "hyperband")
 _SI = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
@@ -327,6 +327,12 @@ class DataSpec:
     img_size: int = _study(LibraryData, "img_size", max=1024)
     subset: int | None = _study(LibraryData, "subset")
     num_classes: int | None = setting(None, "classes of the classifier (None: from the dataset)", min=2)
+    image_column: str = _study(LibraryData, "image_column")
+    label_column: str = _study(LibraryData, "label_column")
+    cache_dir: str | None = setting(None, "where decoded images are kept for every worker on the machine (None: "
+                                          "data_cache/ beside a SQLite store, else ~/.cache/attention-nas/data)",
+                                    what="a directory path")
+    decode_workers: int | None = setting(None, "processes decoding images into the cache (None: all cores)", min=1)
 
 
 @dataclass(frozen=True)
@@ -659,7 +665,7 @@ def parse_study(text: str, path: str = "<study>", base_dir: str | Path | None = 
             continue
         kw.update(parse_fields(ctx, "", {key: table_of(ctx, raw, key, "")}, StudySpec, only=[key]))
     data = kw["data"]
-    if data.dataset in ("cifar10", "cifar100", "imagefolder") and not data.root:
+    if data.dataset in ("cifar10", "cifar100", "imagefolder", "huggingface") and not data.root:
         raise ctx.error("data", "dataset", f"dataset {data.dataset!r} needs root = \"<directory>\"")
     if kw["latency"].predict and kw["constraints"].max_latency_ms is None:
         raise ctx.error("latency", "predict", "'predict' decides a latency cap; set [constraints] max_latency_ms")
@@ -693,6 +699,22 @@ def resolve_storage_url(url: str, base_dir: str | Path | None) -> str:
     if rest.startswith("/") or rest.startswith(":memory:") or rest == "":
         return url
     return "sqlite:///" + str((Path(base_dir) / rest).resolve())
+
+
+def data_cache_dir(spec: StudySpec) -> Path:
+    """Where a study's decoded images are cached (``evaluators.data_cache``): ``[data] cache_dir``
+    (relative to the study file), else ``data_cache/`` beside a SQLite store, else
+    ``$XDG_CACHE_HOME/attention-nas/data`` (``~/.cache/...``) for a server store."""
+    import os
+
+    if spec.data.cache_dir:
+        d = Path(spec.data.cache_dir).expanduser()
+        return d if d.is_absolute() or spec.path is None else Path(spec.path).resolve().parent / d
+    if spec.storage.startswith("sqlite:///"):
+        db = spec.storage[len("sqlite:///"):]
+        if db and not db.startswith(":memory:"):
+            return Path(db).resolve().parent / "data_cache"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "attention-nas" / "data"
 
 
 def default_storage_for(name: str) -> str:

@@ -34,7 +34,8 @@ def test_every_field_of_every_table_has_a_doc():
 def test_shared_fields_are_borrowed_with_their_type_rules_and_defaults():
     owners = {"DataSpec": LibraryData, "ProxyConfig": ProxyConfig}
     borrowed = {(cls.__name__, f.name) for cls, f in _borrowed()}
-    assert borrowed == {("DataSpec", n) for n in ("dataset", "root", "img_size", "subset")} | {
+    assert borrowed == {("DataSpec", n) for n in ("dataset", "root", "img_size", "subset", "image_column",
+                                                  "label_column")} | {
         ("EvaluatorSpec", n) for n in ("epochs", "batch_size", "lr", "weight_decay", "device", "time_limit_s")}
     for cls, f in _borrowed():
         owner_name, name = f.metadata["from"].split(".")
