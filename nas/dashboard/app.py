@@ -28,6 +28,9 @@ TABLE_COLUMNS = [
     ("summary", "genome"),
 ]
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+DETAIL_PROMPT = ("Click a point on the plot or a row of the table to see that trial's stages, per-stage costs, "
+                 "learning curve and export command.")
+HIDDEN = {"display": "none"}
 
 
 class DashboardState:
@@ -171,8 +174,9 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
             html.Div(dcc.Graph(id="pareto3d"), id="pareto3d-box"),
             html.Div([
                 html.H3("Selected architecture"),
-                html.Div("Click a point or a table row.", id="detail-hint"),
-                html.Div(id="detail-box", children=[
+                html.Div(DETAIL_PROMPT, id="detail-hint"),
+                # hidden until a trial is selected: no empty axes before the first click
+                html.Div(id="detail-box", style=HIDDEN, children=[
                     html.Button("measure per-stage latency (CPU, batch 1)", id="measure-latency", n_clicks=0),
                     dcc.Loading(dcc.Graph(id="arch")), dcc.Graph(id="curve"),
                     html.Pre(id="export-cmd", className="cmd"),
@@ -290,7 +294,7 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
         raise PreventUpdate
 
     @app.callback(Output("arch", "figure"), Output("curve", "figure"), Output("export-cmd", "children"),
-                  Output("detail-hint", "children"), Input("selected", "data"), Input("measure-latency", "n_clicks"),
+                  Output("detail-hint", "children"), Output("detail-box", "style"), Input("selected", "data"), Input("measure-latency", "n_clicks"),
                   State("study", "value"))
     def detail(number, _clicks, name):
         if number is None:
@@ -299,10 +303,10 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
         try:
             data = get_data(name)
         except D.StoreError as e:
-            return FIG.message_figure(str(e)), FIG.message_figure(""), "", str(e)
+            return dash.no_update, dash.no_update, "", str(e), HIDDEN
         rec = data.record(number)
         if rec is None:
-            return FIG.message_figure(f"no trial {number}"), FIG.message_figure(""), "", f"no trial {number}"
+            return dash.no_update, dash.no_update, "", f"no trial {number}", HIDDEN
         try:
             arch = D.architecture(rec, study_name=name, storage_url=storage_url, compute=True,
                                   img_size=data.info.img_size, measure_latency=measure)
@@ -312,7 +316,7 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
         hint = f"trial {number} ({rec.state}); " + ", ".join(f"{k} {FIG._fmt(k, v)}" for k, v in rec.values.items())
         if arch.get("error"):
             hint += f" (per-stage costs unavailable: {arch['error']})"
-        return FIG.architecture_figure(arch), FIG.learning_curve_figure(arch), arch["export_command"], hint
+        return FIG.architecture_figure(arch), FIG.learning_curve_figure(arch), arch["export_command"], hint, {}
 
     return app
 

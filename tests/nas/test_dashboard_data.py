@@ -268,6 +268,30 @@ def test_serving_never_writes_the_store(store_url):
     assert _digest(store_url) == before
 
 
+def test_detail_area_starts_with_a_prompt(store_url):
+    """Before a trial is selected the detail area is a sentence, not two empty plots (#19.4)."""
+    from nas.dashboard.app import DETAIL_PROMPT, create_app
+
+    layout = json.loads(create_app(store_url, study="demo", count_references=False).server.test_client()
+                        .get("/_dash-layout").get_data(as_text=True))
+
+    def find(node, id_):
+        if isinstance(node, dict):
+            if node.get("props", {}).get("id") == id_:
+                return node["props"]
+            for v in node.values():
+                if (got := find(v, id_)) is not None:
+                    return got
+        elif isinstance(node, list):
+            for v in node:
+                if (got := find(v, id_)) is not None:
+                    return got
+        return None
+
+    assert find(layout, "detail-box")["style"] == {"display": "none"}
+    assert find(layout, "detail-hint")["children"] == DETAIL_PROMPT
+
+
 def test_missing_unknown_empty_and_foreign_stores(tmp_path):
     from nas.dashboard.app import create_app
 
