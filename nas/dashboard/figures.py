@@ -202,20 +202,26 @@ def composition_figure(comp: Sequence[dict[str, Any]]) -> go.Figure:
     return fig
 
 
-def importance_figure(imp: Sequence[dict[str, Any]]) -> go.Figure:
-    """Optuna's parameter importance (fANOVA), one group of bars per objective."""
+def importance_figure(imp: Sequence[dict[str, Any]], *, top: int = 15) -> go.Figure:
+    """fANOVA importance of genome features (``nas.dashboard.importance``), one group of bars per
+    objective; the ``top`` features by their largest importance over the objectives."""
     if not imp:
-        return message_figure("parameter importance needs at least two evaluated trials with varying parameters",
+        return message_figure("feature importance needs at least two evaluated trials whose genomes differ",
                               height=250)
     objectives = list(dict.fromkeys(i["objective"] for i in imp))
-    params = list(dict.fromkeys(i["param"] for i in sorted(imp, key=lambda i: -i["importance"])))
+    best: dict[str, float] = {}
+    for i in imp:
+        best[i["param"]] = max(best.get(i["param"], 0.0), i["importance"])
+    params = sorted(best, key=lambda p: -best[p])[:top]
     fig = go.Figure()
     for o in objectives:
         vals = {i["param"]: i["importance"] for i in imp if i["objective"] == o}
         fig.add_trace(go.Bar(y=params[::-1], x=[vals.get(p, 0.0) for p in params[::-1]], orientation="h", name=o))
-    fig.update_layout(barmode="group", template="plotly_white", title="Parameter importance per objective (fANOVA)",
+    shown = "" if len(best) <= top else f" (top {top} of {len(best)})"
+    fig.update_layout(barmode="group", template="plotly_white",
+                      title=f"What matters: importance of genome features per objective (fANOVA){shown}",
                       xaxis_title="importance (sums to 1 per objective)",
-                      height=max(250, 60 + 22 * len(params) * len(objectives)), margin={"l": 160, "r": 20, "t": 50, "b": 40})
+                      height=max(250, 60 + 22 * len(params) * len(objectives)), margin={"l": 220, "r": 20, "t": 50, "b": 40})
     return fig
 
 

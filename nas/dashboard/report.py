@@ -40,7 +40,7 @@ def build_report(storage_url: str, study: str, out: str | Path, *, x: str = "flo
     if views["pareto3d"] is not None:
         figs.append(("3D front", views["pareto3d"]))
     figs += [("Hypervolume", views["hv"]), ("Front composition", views["composition"]),
-             ("Parameter importance", FIG.importance_figure(D.param_importance(data, max_trials=500)))]
+             ("Feature importance", FIG.importance_figure(D.param_importance(data, max_trials=500)))]
     front_recs = [data.record(n) for n in data.front][:details]
     for rec in front_recs:
         arch = D.architecture(rec, study_name=study, storage_url=storage_url, compute=False,

@@ -147,11 +147,49 @@ def test_parameter_importance_per_objective(store_url):
     data = D.load_study_data(D.Store(store_url), "demo")
     imp = D.param_importance(data)
     assert {i["objective"] for i in imp} == {"accuracy", "flops"}
-    assert {i["param"] for i in imp} <= {"family", "depth_scale", "pos", "mlp_ratio"}
+    params = {i["param"] for i in imp}
+    # genome features every trial has, not only the genes every trial shares
+    assert {"stages", "total depth", "stage 1 mixer", "stage 2 depth", "stage 2 width"} <= params
+    assert any(p.endswith(" share of blocks") for p in params)
     for o in ("accuracy", "flops"):
         assert sum(i["importance"] for i in imp if i["objective"] == o) == pytest.approx(1.0)
     empty = D.load_study_data(D.Store(store_url), "empty")
     assert D.param_importance(empty) == []
+
+
+def test_genome_features_cover_absent_stages():
+    from search_space import get_preset
+
+    iso = get_preset("deit_tiny").to_json()
+    f = D.genome_features(iso, max_stages=3, mixers=["attention", "window"])
+    assert f["stages"] == 1 and f["stage 1 mixer"] == "attention" and f["attention share of blocks"] == 1.0
+    assert f["stage 3 depth"] == 0 and f["stage 3 width"] == 0 and f["stage 3 mixer"] == "-"
+    assert f["window share of blocks"] == 0 and f["total depth"] == f["stage 1 depth"] == 12
+    assert D.genome_features("not json") == {} and D.genome_features(None) == {}
+
+
+def test_importance_finds_the_feature_that_decides():
+    """Accuracy set by stage 2's mixer alone, FLOPs by stage 1's width alone: fANOVA over genome
+    features ranks those first (#19.5)."""
+    import types
+
+    from evaluators.random_genomes import random_genome
+
+    recs = []
+    for i in range(120):
+        g = random_genome(i, img_size=32, num_classes=10, mixers=("attention", "sepconv", "pool"))
+        if len(g.stages) < 2:
+            continue
+        acc = {"attention": 0.9, "sepconv": 0.6, "pool": 0.3}[g.stages[1].mixer] + 0.001 * (i % 7)
+        flops = g.stages[0].dim * 1e6 + i
+        recs.append(F.TrialRecord(number=i, state="COMPLETE", genome=g.to_json(), arch_id=g.arch_id,
+                                  values={"accuracy": acc, "flops": flops}, feasible=True))
+    assert len(recs) > 50
+    data = types.SimpleNamespace(objectives=[("accuracy", "maximize"), ("flops", "minimize")], records=recs)
+    imp = D.param_importance(data)
+    top = {o: max((i for i in imp if i["objective"] == o), key=lambda i: i["importance"]) for o in ("accuracy", "flops")}
+    assert top["accuracy"]["param"] == "stage 2 mixer", imp
+    assert top["flops"]["param"] in ("stage 1 width", "final width", "stage 2 width"), imp
 
 
 def test_reference_points(store_url, tmp_path, monkeypatch):
