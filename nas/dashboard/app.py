@@ -20,6 +20,7 @@ from nas.dashboard import data as D
 from nas.dashboard import figures as FIG
 
 TICK_MS = 2000
+REFERENCE_WAIT_S = 120  # the server waits at most this long for reference costs before serving
 PAGE_SIZE = 25
 TABLE_COLUMNS = [
     ("number", "trial"), ("state", "state"), ("category", "category"), ("feasible", "feasible"),
@@ -95,28 +96,35 @@ class DashboardState:
             self._start_reference_count(data.info)
             return data
 
-    def reference_names(self, info: D.StudyInfo) -> list[str]:
-        return list(self.references) if self.references is not None else D.default_references(info)
+    def reference_names(self, info: D.StudyInfo, records=()) -> list[str]:
+        """``--references`` if given, else the few nearest the study's budget (``default_references``)."""
+        return list(self.references) if self.references is not None else D.default_references(info, records)
 
-    def _start_reference_count(self, info: D.StudyInfo) -> None:
-        """Count the reference models' costs in the background (seconds per timm model)."""
+    def warm_references(self) -> list[threading.Thread]:
+        """Count every study's reference costs in the background (seconds per timm model the
+        first time, then from the disk cache), started with the server so the page has them
+        from its first view; the threads, for ``serve`` to wait on."""
+        return [t for info in self.studies() if (t := self._start_reference_count(info)) is not None]
+
+    def _start_reference_count(self, info: D.StudyInfo) -> threading.Thread | None:
         if not self.count_references:
-            return
-        names = self.reference_names(info)
-        key = (info.name, info.img_size, tuple(names))
+            return None
+        names = list(dict.fromkeys(D.reference_candidates(info) + list(self.references or [])))
+        key = (info.name, info.img_size, info.num_classes, tuple(names))
         if key in self._ref_threads:
-            return
+            return self._ref_threads[key]
 
         def work() -> None:
             for n in names:
                 try:
-                    D.reference_points(info, [], [n])
+                    D.warm_references(info, [n])
                 except Exception:  # shown as unavailable on the page
                     logging.getLogger(__name__).exception("counting %s", n)
 
         t = threading.Thread(target=work, name=f"refs-{info.name}", daemon=True)
         self._ref_threads[key] = t
         t.start()
+        return t
 
     def importance(self, data: D.StudyData) -> list[dict[str, Any]]:
         """fANOVA importance, recomputed when the number of evaluated trials grew by 10%."""
@@ -227,10 +235,14 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
             info = None
         if info is None:
             return [], []
-        names = state.reference_names(info)
+        try:
+            records = state.data(name).records
+        except D.StoreError:
+            records = []
+        names = state.reference_names(info, records)
         from search_space import PRESETS
 
-        options = sorted(set(names) | {f"preset:{p}" for p in PRESETS} | {f"timm:{m}" for m in D.DEFAULT_TIMM_REFERENCES})
+        options = sorted(set(names) | set(D.reference_candidates(info)) | {f"preset:{p}" for p in PRESETS})
         return options, names
 
     @app.callback(Output("pareto", "figure"), Output("pareto3d", "figure"), Output("pareto3d-box", "style"),
@@ -388,6 +400,13 @@ def serve(storage_url: str, *, host: str = "127.0.0.1", port: int = 8050, study:
     if warning:
         print(warning, file=sys.stderr)
     app = create_app(storage_url, study=study, references=references, count_references=count_references)
+    threads = app.server.config["NAS_STATE"].warm_references()
+    if threads and any(t.is_alive() for t in threads):
+        print(f"nas dashboard: counting reference models' costs (once; cached in {D.reference_cache_path()}) ...",
+              file=sys.stderr)
+        deadline = time.monotonic() + REFERENCE_WAIT_S
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     print(f"nas dashboard: http://{host}:{port}/  (store {D.redact(storage_url)}, read-only)", file=sys.stderr)
     app.run(host=host, port=port, debug=False)

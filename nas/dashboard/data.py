@@ -15,12 +15,17 @@ from __future__ import annotations
 from nas.dashboard.importance import genome_features, param_importance
 from nas.dashboard.profile import stage_costs, stage_latency
 from nas.dashboard.references import (
+    DEFAULT_REFERENCE_COUNT,
     DEFAULT_TIMM_REFERENCES,
     cached_reference_count,
     cached_reference_points,
     default_references,
+    reference_cache_path,
+    reference_candidates,
     reference_cost,
     reference_points,
+    study_budget_flops,
+    warm_references,
 )
 from nas.dashboard.store import (
     Store,
@@ -50,9 +55,10 @@ from nas.dashboard.views import (
 )
 
 __all__ = [
-    "AXES", "AXIS_LABELS", "COMPOSITION_FACETS", "DEFAULT_TIMM_REFERENCES", "Store", "StoreError", "StudyData",
+    "AXES", "AXIS_LABELS", "COMPOSITION_FACETS", "DEFAULT_REFERENCE_COUNT", "DEFAULT_TIMM_REFERENCES", "Store", "StoreError", "StudyData",
     "StudyInfo", "architecture", "cached_reference_count", "cached_reference_points", "composition", "default_references", "feasibility",
     "front_2d", "genome_facets", "genome_features", "hypervolume_history", "load_study_data", "load_trials_optuna", "metric",
-    "param_importance", "read_only_url", "redact", "reference_cost", "reference_point", "reference_points",
+    "param_importance", "read_only_url", "redact", "reference_cache_path", "reference_candidates", "reference_cost", "reference_point",
+    "reference_points", "study_budget_flops", "warm_references",
     "stage_costs", "stage_latency", "trial_rows", "_as_dt", "_first_line",
 ]

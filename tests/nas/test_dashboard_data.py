@@ -217,6 +217,50 @@ def test_reference_points(store_url, tmp_path, monkeypatch):
     assert got["timm:resnet18"]["flops"] == r18["flops"] and got["timm:resnet50"].get("pending")
 
 
+def test_default_references_are_the_ones_nearest_the_budget(store_url, monkeypatch):
+    """A few references by default, those whose FLOPs are nearest the study's max_flops (#19.3)."""
+    from nas.dashboard import references
+
+    data = D.load_study_data(D.Store(store_url), "demo")
+    assert D.study_budget_flops(data.info, data.records) == 3.0e9  # the study's [constraints] max_flops
+    cands = D.reference_candidates(data.info)
+    assert len(cands) > D.DEFAULT_REFERENCE_COUNT
+    img, ncls = data.info.img_size or 224, data.info.num_classes or 1000
+    timm_costs = {"timm:resnet18": 1.82e9, "timm:resnet50": 4.1e9, "timm:mobilenetv3_large_100": 0.22e9,
+                  "timm:efficientnet_b0": 0.39e9, "timm:convnext_tiny": 4.5e9}
+    monkeypatch.setattr(references, "_REF_MEMO", {f"{n}@{img}/{ncls}": {"name": n, "flops": int(f), "params": 1}
+                                                  for n, f in timm_costs.items()})
+    known = {r["name"]: r["flops"] for r in D.cached_reference_points(data.info, [], cands) if r.get("flops")}
+    assert set(timm_costs) < set(known)  # the presets' costs come from the study
+    nearest = sorted(known, key=lambda n: abs(math.log(known[n] / 3.0e9)))[:D.DEFAULT_REFERENCE_COUNT]
+    got = D.default_references(data.info, data.records)
+    assert sorted(got) == sorted(nearest) and len(got) == D.DEFAULT_REFERENCE_COUNT
+    # nothing counted yet and no preset costs stored: the first presets, still only a few
+    monkeypatch.setattr(references, "_REF_MEMO", {})
+    bare = D.StudyInfo(name="x", study_id=0, directions=[], objectives=[])
+    assert D.default_references(bare) == D.reference_candidates(bare)[:D.DEFAULT_REFERENCE_COUNT]
+
+
+def test_reference_labels_do_not_collide():
+    from nas.dashboard import figures as FIG
+
+    pos = [0.90, 0.905, 0.91, 0.95, 0.97, 0.99, 0.991, 0.3, 0.31]
+    tiers = FIG.label_tiers(pos)
+    placed = [(t, p) for t, p in zip(tiers, pos) if t is not None]
+    for t in set(t for t, _ in placed):
+        row = sorted(p for tt, p in placed if tt == t)
+        assert all(b - a >= FIG.LABEL_GAP for a, b in zip(row, row[1:]))
+    assert tiers[7] == 0 and tiers[8] == 1 and tiers[1] == 1 and tiers[2] is None
+    # 13 references on the figure: one legend entry each, labels in distinct slots
+    refs = [{"name": f"timm:m{i}", "label": f"m{i}", "kind": "timm", "flops": 1e9 * (1 + 0.01 * i), "accuracy": None}
+            for i in range(13)]
+    rows = [{"number": 0, "category": "front", "flops": 1e5, "accuracy": 0.9, "summary": "s"}]
+    fig = FIG.pareto_figure(rows, [], "flops", "accuracy", references=refs)
+    assert sum(1 for t in fig.data if (t.meta or {}).get("reference")) == 13
+    slots = [(a.x, a.y) for a in fig.layout.annotations]
+    assert 1 <= len(slots) <= 2 and len(set(slots)) == len(slots)
+
+
 def test_architecture_detail_stored_and_computed(store_url):
     data = D.load_study_data(D.Store(store_url), "demo")
     rec = data.record(data.front[0])
