@@ -178,7 +178,7 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
                 html.Label("references"), dcc.Dropdown(id="refs", multi=True, style={"minWidth": "380px"}),
             ], className="controls"),
             html.Div(id="status", className="status"),
-            dcc.Graph(id="pareto", config={"displaylogo": False}),
+            dcc.Graph(id="pareto", config={"displaylogo": False}, figure=FIG.message_figure("reading the study ...")),
             html.Div(dcc.Graph(id="pareto3d"), id="pareto3d-box"),
             html.Div([
                 html.H3("Selected architecture"),
@@ -190,9 +190,11 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
                     html.Pre(id="export-cmd", className="cmd"),
                 ]),
             ], id="detail"),
-            dcc.Graph(id="hv"),
-            dcc.Graph(id="composition"),
-            dcc.Graph(id="importance"),
+            # a sentence, not empty axes, until each view's data arrives
+            dcc.Graph(id="hv", figure=FIG.message_figure("computing the hypervolume ...", height=250)),
+            dcc.Graph(id="composition", figure=FIG.message_figure("counting what the front is made of ...", height=250)),
+            dcc.Graph(id="importance", figure=FIG.message_figure("computing feature importance (fANOVA) ...",
+                                                                 height=250)),
             html.H3("Trials"),
             html.Div([
                 html.Label("state"), dcc.Dropdown(id="state-filter", multi=True, style={"minWidth": "250px"},

@@ -142,6 +142,18 @@ def _axis_fraction(values: Sequence[float], log: bool):
     return lambda v: ((math.log10(v) if log else v) - lo) / span
 
 
+def _wrap(summary: str, width: int = 110) -> str:
+    """A long genome summary broken at its ``" | "`` separators into lines of about ``width``."""
+    lines, cur = [], ""
+    for part in summary.split(" | "):
+        if cur and len(cur) + 3 + len(part) > width:
+            lines.append(cur + " |")
+            cur = part
+        else:
+            cur = f"{cur} | {part}" if cur else part
+    return "<br>".join(lines + [cur])
+
+
 def _add_references(fig: go.Figure, refs: Sequence[dict[str, Any]], x: str, y: str,
                     pts: Sequence[tuple[float, float]] = ()) -> None:
     """Each reference in its own colour with a legend entry (name, kind, cost): a marker where its
@@ -306,8 +318,10 @@ def architecture_figure(arch: dict[str, Any]) -> go.Figure:
                              hovertext=[f"{name}: {(v or 0) / scale:.4g} {unit}" for v in vals], hoverinfo="text"),
                       row=1, col=2)
     fig.update_yaxes(tickformat=".0%", title_text="share of the stages' total", row=1, col=2)
-    fig.update_layout(template="plotly_white", height=320, title=f"trial {arch['number']}: {arch.get('summary') or ''}",
-                      margin={"l": 20, "r": 20, "t": 70, "b": 30}, legend={"orientation": "h", "y": -0.15},
+    title = f"trial {arch['number']}: {_wrap(arch.get('summary') or '')}"
+    extra = 18 * title.count("<br>")
+    fig.update_layout(template="plotly_white", height=320 + extra, title=title,
+                      margin={"l": 20, "r": 20, "t": 70 + extra, "b": 30}, legend={"orientation": "h", "y": -0.15},
                       barmode="group")
     return fig
 
