@@ -319,7 +319,7 @@ def architecture_figure(arch: dict[str, Any]) -> go.Figure:
                       row=1, col=2)
     fig.update_yaxes(tickformat=".0%", title_text="share of the stages' total", row=1, col=2)
     title = f"trial {arch['number']}: {_wrap(arch.get('summary') or '')}"
-    extra = 18 * title.count("<br>")
+    extra = 24 * title.count("<br>")
     fig.update_layout(template="plotly_white", height=320 + extra, title=title,
                       margin={"l": 20, "r": 20, "t": 70 + extra, "b": 30}, legend={"orientation": "h", "y": -0.15},
                       barmode="group")
