@@ -35,7 +35,8 @@ def kept_state(module: nn.Module) -> Iterator[nn.Module]:
         for m, training in modes:
             m.training = training
         for p, requires_grad in grads:
-            p.requires_grad_(requires_grad)
+            if p.requires_grad != requires_grad:  # unchanged ones untouched: an inference tensor refuses the call
+                p.requires_grad_(requires_grad)
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
 

@@ -111,7 +111,10 @@ class _StageParts:
     def _get(self) -> nn.Module:
         device = str(torch.get_default_device())
         if device not in self._built:
-            self._built[device] = _stage_module(self.in_dim, self.stage, self.grid, min(self.stage.depth, 2))
+            # plain tensors even when asked from inside torch.inference_mode(): the module is
+            # shared by every later user of these kernels, in whatever mode they run
+            with torch.inference_mode(False):
+                self._built[device] = _stage_module(self.in_dim, self.stage, self.grid, min(self.stage.depth, 2))
         return self._built[device]
 
     def entry(self) -> nn.Module:

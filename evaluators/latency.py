@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from evaluators.isolation import kept_state, measured_copy
-from nas.errors import NasError
+from operators.errors import NasError, first_line
 from search_space.genome import img_hw, img_size_value
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -295,9 +295,9 @@ class LatencyCache:
         if self.url.startswith("sqlite:///") and not self.url.startswith("sqlite:///:memory:"):
             Path(self.url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         try:
-            from nas.store import normalize_url
+            from evaluators.sql import fork_safe, normalize_url
 
-            self.engine = sa.create_engine(normalize_url(self.url))
+            self.engine = fork_safe(sa.create_engine(normalize_url(self.url)))  # usable in forked workers
         except Exception as e:  # noqa: BLE001 - bad URL / missing driver
             raise NasError(f"cannot open latency cache {self.url!r}: {e}") from None
         meta = sa.MetaData()
@@ -325,7 +325,7 @@ class LatencyCache:
         try:
             meta.create_all(self.engine, checkfirst=True)
         except Exception as e:  # noqa: BLE001 - unreachable server, permissions, ...
-            raise NasError(f"cannot create the latency table in {self.url!r}: {str(e).splitlines()[0]}") from None
+            raise NasError(f"cannot create the latency table in {self.url!r}: {first_line(e)}") from None
         self.hits = 0
         self.misses = 0
 

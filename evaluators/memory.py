@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from evaluators.isolation import kept_state
-from nas.errors import NasError
+from operators.errors import NasError
 from search_space.genome import img_hw, img_size_value
 
 OPTIMIZER_STATES = {"adamw": 2, "adam": 2, "sgd": 1, "sgd_nomomentum": 0}
@@ -72,7 +72,10 @@ def saved_activation_bytes(module: nn.Module, x: torch.Tensor) -> tuple[int, int
         return t
 
     module.train()
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    # autograd must be on whatever the caller's mode: inside torch.inference_mode() (which
+    # enable_grad does not lift) nothing would be saved and the estimate would shrink
+    with (torch.inference_mode(False), torch.enable_grad(), torch.autocast("cpu", enabled=False),
+          torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)):
         out = module(x)
     out_bytes = out.numel() * out.element_size() if isinstance(out, torch.Tensor) else 0
     return sum(saved.values()), out_bytes
@@ -121,9 +124,9 @@ def training_memory(
         n_params = acts = 0
         out_bytes = 0
         for k in arch_kernels(spec):
-            with torch.device("meta"):
+            with torch.device("meta"), torch.inference_mode(False):
                 m = k.build().to(dtype)
-            x = torch.empty(batch, *k.input_shape, device="meta", dtype=dtype)
+                x = torch.empty(batch, *k.input_shape, device="meta", dtype=dtype)
             a, o = saved_activation_bytes(m, x)
             acts += a * k.count
             n_params += sum(p.numel() for p in m.parameters()) * k.count

@@ -40,7 +40,7 @@ from torch import nn
 from evaluators.config import ProxyConfig  # declared without torch, re-exported here
 from evaluators.data import LoadedData, norm_affine
 from evaluators.isolation import kept_state
-from nas.errors import NasError
+from operators.errors import NasError
 
 STATUSES = ("ok", "stopped", "diverged", "oom", "timeout")
 
@@ -108,23 +108,6 @@ class ProxyResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def to_attrs(self) -> dict[str, Any]:
-        """The store's trial attributes (``nas.attrs`` names) this result fills."""
-        from nas import attrs
-
-        out: dict[str, Any] = {
-            attrs.ACCURACY_PER_EPOCH: self.accuracy_per_epoch,
-            attrs.LOSS_PER_EPOCH: self.loss_per_epoch,
-            attrs.EPOCHS: self.epochs,
-            attrs.EPOCH_BUDGET: self.epoch_budget,
-            attrs.TRAIN_TIME_S: self.wall_time_s,
-            attrs.DEVICE: self.device,
-        }
-        if self.accuracy is not None:
-            out[attrs.ACCURACY] = self.accuracy
-        if self.reason:
-            out[attrs.FAILURE] = self.reason
-        return out
 
 
 OnEpoch = Callable[[int, float, float], "bool | None"]

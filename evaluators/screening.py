@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from evaluators.flops import count_flops_meta
+from evaluators.flops import count_flops_meta, counting_mode
 from evaluators.kernels import Kernel, arch_kernels
 from search_space.genome import ArchSpec
 
@@ -67,7 +67,7 @@ def kernel_cost(kernel: Kernel) -> KernelCost:
     hit = _CACHE.get(kernel.key)
     if hit is not None:
         return hit
-    with torch.device("meta"):
+    with torch.device("meta"), counting_mode():  # the count (so the cached cost) is mode-independent
         module = kernel.build()
     params = sum(p.numel() for p in module.parameters())
     fc = count_flops_meta(module, kernel.input_shape)

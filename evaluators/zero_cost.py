@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evaluators.data import LoadedData
-from nas.errors import NasError
+from operators.errors import NasError
 
 PROXIES = ("naswot", "synflow", "grad_norm", "snip", "flops", "params")
 

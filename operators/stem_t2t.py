@@ -57,8 +57,9 @@ class TokenTransformer(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(in_dim)
         self.reduce = nn.Linear(in_dim, token_dim)
-        knobs = {"num_heads": 1} if "num_heads" in MIXERS.get(token_mixer).knobs() else {}
-        self.block = UnifiedBlock(token_dim, mixer=token_mixer, mixer_knobs=knobs, grid_size=(56, 56), mlp_ratio=1.0)
+        mixer_cls = MIXERS.get(token_mixer)
+        knobs = {"num_heads": 1} if "num_heads" in mixer_cls.knobs() else {}
+        self.block = UnifiedBlock(token_dim, token_mixer=mixer_cls, mixer_knobs=knobs, grid_size=(56, 56), mlp_ratio=1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(self.reduce(self.norm(x)))  # (B, h, w, token_dim)

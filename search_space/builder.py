@@ -19,8 +19,16 @@ from timm.models._features import FeatureGetterNet, feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 from torch import nn
 
-from operators import DOWNSAMPLERS, POS_ENCODINGS, STEMS, UnifiedBlock
+from operators.block import UnifiedBlock
 from operators.heads import ClassifierHead
+from operators.registry import (
+    CHANNEL_ATTNS,
+    CHANNEL_MLPS,
+    DOWNSAMPLERS,
+    MIXERS,
+    POS_ENCODINGS,
+    STEMS,
+)
 from search_space.genome import ArchSpec, ImgSize, img_hw, img_size_value
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,10 +46,13 @@ class NasStage(nn.Module):
         pos_cls = POS_ENCODINGS.get(spec.pos)
         self.pos = pos_cls(spec.dim, grid_size=grid) if pos_cls.placement == "grid" else nn.Identity()
         attn_pos = spec.pos if pos_cls.placement == "attention" else "none"
+        # the block gets classes (timm MetaFormer style): the names are resolved here, once per stage
+        mixer_cls, mlp_cls = MIXERS.get(spec.mixer), CHANNEL_MLPS.get(spec.mlp)
+        channel_attn_cls = None if spec.channel_attn == "none" else CHANNEL_ATTNS.get(spec.channel_attn)
         self.blocks = nn.Sequential(*[
-            UnifiedBlock(spec.dim, mixer=spec.mixer, mixer_knobs=spec.knob_dict, grid_size=grid,
-                         pos_encoding=attn_pos, block_index=i, mlp=spec.mlp, mlp_ratio=spec.mlp_ratio,
-                         layer_scale=spec.layer_scale, channel_attn=spec.channel_attn, drop_path=dp)
+            UnifiedBlock(spec.dim, token_mixer=mixer_cls, mixer_knobs=spec.knob_dict, grid_size=grid,
+                         pos_encoding=attn_pos, block_index=i, mlp_layer=mlp_cls, mlp_ratio=spec.mlp_ratio,
+                         layer_scale=spec.layer_scale, channel_attn_layer=channel_attn_cls, drop_path=dp)
             for i, dp in enumerate(drop_path)
         ])
         self.grad_checkpointing = False

@@ -18,35 +18,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from operators.errors import did_you_mean
+from search_space.validate import HEAD_POOLS, ImgSize, img_hw, img_size_value  # noqa: F401  (the genome's vocabulary, re-exported)
+from search_space.validate import validate as _validate
+
 GENOME_VERSION = 1
 Knobs = tuple[tuple[str, Any], ...]
-ImgSize = int | tuple[int, int]
-
-
-def img_size_value(size: Any) -> Any:
-    """An image size as the genome stores it: ``int`` for a square, ``(H, W)`` otherwise
-    (``[32, 48]`` -> ``(32, 48)``, ``(32, 32)`` -> ``32``). Anything else is returned as is,
-    for the type check to report."""
-    if isinstance(size, (list, tuple)) and len(size) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in size):
-        return size[0] if size[0] == size[1] else (size[0], size[1])
-    return size
-
-
-def img_hw(size: ImgSize) -> tuple[int, int]:
-    """``(H, W)`` of an image size given as ``N`` (a square) or ``(H, W)``.
-
-    Raises:
-        ValueError: anything else (e.g. three sides, a string).
-    """
-    size = img_size_value(size)
-    if isinstance(size, int) and not isinstance(size, bool):
-        return size, size
-    if isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, int) for v in size):
-        return size
-    raise ValueError(f"an image size is N (a square) or (H, W), got {size!r}")
-
-
 def _freeze_knobs(knobs: Any, where: str) -> Knobs:
     if knobs is None:
         return ()
@@ -134,7 +111,6 @@ class HeadSpec:
                 object.__setattr__(self, name, float(v))
 
 
-HEAD_POOLS = ("avg", "cls")
 
 
 @dataclass(frozen=True)
@@ -326,9 +302,7 @@ class ArchSpec:
 
     def validate(self) -> ArchSpec:
         """Raise ``ValueError`` naming the field and the allowed values; return self if valid."""
-        from search_space.validate import validate
-
-        validate(self)
+        _validate(self)
         return self
 
 
@@ -387,15 +361,12 @@ def _filled_knobs(known: dict[str, Any], given: dict[str, Any]) -> dict[str, Any
 
 
 def _check_keys(d: Any, cls: type, where: str) -> None:
-    import difflib
-
     if not isinstance(d, dict):
         raise ValueError(f"{where} must be an object, got {type(d).__name__}")
     names = [f.name for f in dataclasses.fields(cls)]
     for k in d:
         if k not in names:
-            close = difflib.get_close_matches(k, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(k, names)
             raise ValueError(f"{where}: unknown field {k!r}{hint}; fields: {', '.join(names)}")
 
 

@@ -79,7 +79,7 @@ def test_flops_and_attrs(data):
     assert r.steps == 3 and r.epochs == 1 and r.epoch_budget == 1 and r.images == 96
     assert r.flops_per_image and r.flops_per_image > 100_000
     assert r.train_flops == 3 * r.flops_per_image * 96
-    a = r.to_attrs()
+    a = attrs.proxy_result_attrs(r)
     assert a[attrs.ACCURACY] == r.accuracy and a[attrs.EPOCHS] == 1 and attrs.FAILURE not in a
     given = ProxyTrainer(ProxyConfig(steps=1, batch_size=32, device="cpu")).fit(tiny_model(), data,
                                                                             flops_per_image=1000)
