@@ -205,7 +205,7 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
             dash_table.DataTable(
                 id="table", columns=[{"name": n, "id": c} for c, n in TABLE_COLUMNS], page_current=0,
                 page_size=PAGE_SIZE, page_action="custom", sort_action="custom", sort_mode="single", sort_by=[],
-                style_table={"overflowX": "auto"}, style_cell={"fontSize": 12, "maxWidth": "420px",
+                tooltip_duration=None, style_table={"overflowX": "auto"}, style_cell={"fontSize": 12, "maxWidth": "420px",
                                                                "overflow": "hidden", "textOverflow": "ellipsis"},
                 style_data_conditional=[{"if": {"filter_query": '{category} = "front"'},
                                          "backgroundColor": "#fde0dd"}]),
@@ -281,17 +281,21 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
         except D.StoreError as e:
             return FIG.message_figure(str(e), height=250)
 
-    @app.callback(Output("table", "data"), Output("table", "page_count"), Input("version", "data"),
+    @app.callback(Output("table", "data"), Output("table", "page_count"), Output("table", "tooltip_data"),
+                  Input("version", "data"),
                   Input("table", "page_current"), Input("table", "page_size"), Input("table", "sort_by"),
                   Input("state-filter", "value"), Input("feasible-filter", "value"), State("study", "value"))
     def table(_version, page, size, sort_by, states, feas, name):
         try:
             data = get_data(name)
         except D.StoreError:
-            return [], 1
+            return [], 1, []
         rows = table_rows(data.rows, states=states, feasible=feas, sort_by=sort_by)
         size = size or PAGE_SIZE
-        return rows[page * size:(page + 1) * size], max(1, -(-len(rows) // size))
+        shown = rows[page * size:(page + 1) * size]
+        # the genome column is cut at the cell's width: its whole summary on hover
+        tips = [{"summary": {"value": r.get("summary") or "", "type": "text"}} for r in shown]
+        return shown, max(1, -(-len(rows) // size)), tips
 
     @app.callback(Output("selected", "data"), Input("pareto", "clickData"), Input("pareto3d", "clickData"),
                   Input("table", "active_cell"), State("table", "data"))
