@@ -65,10 +65,10 @@ def candidates(img: int, num_classes: int = 10) -> dict[str, ArchSpec]:
     }
 
 
-def matmul_samples(device: torch.device, n: int, reps: int = 8) -> list[float]:
-    """fp32 ``torch.mm`` throughputs in FLOP/s (2 n^3 per product), one per repetition."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_samples(device: torch.device, n: int, reps: int = 8, dtype: torch.dtype = torch.float32) -> list[float]:
+    """``torch.mm`` throughputs in FLOP/s (2 n^3 per product) at ``dtype`` (default fp32), one per repetition."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     torch.mm(a, b)
     out = []
     for _ in range(reps):

@@ -16,7 +16,7 @@ from typing import Any
 
 from operators.errors import NasError
 
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+DATASETS = ("digits", "digit_pairs", "cifar10", "cifar100", "imagefolder")
 
 
 def setting(default: Any, doc: str, **rules: Any) -> Any:
@@ -67,7 +67,7 @@ class DataSpec:
             raise NasError(f"data val_size must be positive (or None to use val_fraction), got {self.val_size}")
         if self.in_chans < 1:
             raise NasError(f"data in_chans must be positive, got {self.in_chans}")
-        if self.dataset != "digits" and not self.root:
+        if self.dataset not in ("digits", "digit_pairs") and not self.root:  # built in: no root
             raise NasError(f"dataset {self.dataset!r} needs a root directory (data.root)")
 
 

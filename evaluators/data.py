@@ -11,6 +11,10 @@ Sources:
 - ``digits`` (default, no download): scikit-learn's bundled 1,797 real 8x8 handwritten digits
   (UCI optical digits, Alpaydin & Kaynak 1998), bilinearly resized to ``img_size`` and
   replicated to ``in_chans`` channels. Horizontal flips are not label-preserving here.
+- ``digit_pairs`` (no download): two of those real digits placed apart on one 24-pixel canvas,
+  labelled by how they relate (the label is the digit that sits higher). Which digit counts
+  depends on the other one, far away: a task for long-range mixing and position information,
+  with headroom where plain ``digits`` saturates near 98%.
 - ``cifar10`` / ``cifar100`` through torchvision from a local ``root`` that holds
   ``cifar-10-batches-py/`` (or ``cifar-100-python/``) or the ``.tar.gz``; offline, a failed
   download ends in one line that says which files to put where.
@@ -35,11 +39,15 @@ from torch.utils.data import TensorDataset
 from evaluators.config import DATASETS, DataSpec  # noqa: F401 - declared without torch, re-exported here
 from operators.errors import NasError, first_line
 
-# Whether a horizontal flip keeps the label (digits: a mirrored 2 is not a 2).
-FLIP_OK = {"digits": False, "cifar10": True, "cifar100": True, "imagefolder": True}
+# Whether a horizontal flip keeps the label (digits: a mirrored 2 is not a 2; digit pairs: a
+# flip also swaps left and right).
+FLIP_OK = {"digits": False, "digit_pairs": False, "cifar10": True, "cifar100": True, "imagefolder": True}
 # Random-crop padding as a share of the image side (CIFAR's classic 4 px at 32; digits are
 # 8x8 originals filling the frame, so half that: one original pixel at most).
-CROP_PAD_FRAC = {"digits": 1 / 16, "cifar10": 1 / 8, "cifar100": 1 / 8, "imagefolder": 1 / 8}
+CROP_PAD_FRAC = {"digits": 1 / 16, "digit_pairs": 1 / 24, "cifar10": 1 / 8, "cifar100": 1 / 8, "imagefolder": 1 / 8}
+
+
+BUILT_IN = ("digits", "digit_pairs")  # bundled with scikit-learn: no root, no download
 
 
 @dataclass
@@ -146,6 +154,8 @@ def load_dataset(spec: DataSpec) -> LoadedData:
         train_idx, val_idx = split_indices(y, spec)
         train_x, val_x = _resize(x[train_idx], spec), _resize(x[val_idx], spec)
         train_y, val_y = y[train_idx], y[val_idx]
+    elif spec.dataset == "digit_pairs":
+        (train_x, train_y), (val_x, val_y), names = _digit_pairs(spec)
     elif spec.dataset in ("cifar10", "cifar100"):
         x, y, names = _cifar(spec)
         train_idx, val_idx = split_indices(y, spec)
@@ -169,6 +179,50 @@ def _digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
     d = load_digits()
     x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # (N, 8, 8, 1), 17 grey levels
     return x, d.target.astype(np.int64), [str(i) for i in range(10)]
+
+
+PAIR_CANVAS = 24          # digit_pairs: canvas side before resizing to img_size (8x8 digits on it)
+PAIR_MIN_DROP = 4         # rows between the two digits' tops, at least
+
+
+def _digit_pairs(spec: DataSpec):
+    """Two different real digits apart on a ``PAIR_CANVAS``-pixel canvas; the label is the
+    digit that sits higher.
+
+    Which of the two digits counts depends on where the other one is, 6 to 16 pixels away: a
+    sum of per-location features (what average pooling of local features gives a linear
+    classifier) sees both digits alike and tops out near half right, so the task rewards
+    long-range mixing and position information. The source digits are split first
+    (``split_indices``), so no digit image appears in both the training and the validation
+    pairs. Each split gets two pairs per source digit, labels uniform over 0-9, the other digit
+    uniform over the other nine; the left digit's top-left corner is at column 0-2, the right
+    one's at column 14-16, the higher one at row 0-12 and the lower one at least
+    ``PAIR_MIN_DROP`` rows below it, the higher side chosen at random; black canvas. Resized to
+    ``img_size`` and capped at ``subset`` (class-balanced) like every source.
+    """
+    x, y, names = _digits()
+    base = DataSpec(dataset="digits", img_size=8, seed=spec.seed, val_fraction=spec.val_fraction,
+                    val_size=spec.val_size)
+    src_train, src_val = split_indices(y, base)
+    rng = np.random.default_rng(spec.seed + 7)
+    out = []
+    for src in (src_train, src_val):
+        by_digit = [src[y[src] == d] for d in range(10)]
+        n = 2 * len(src)
+        labels = rng.integers(0, 10, n)
+        canvas = np.zeros((n, PAIR_CANVAS, PAIR_CANVAS, 1), dtype=np.uint8)
+        for i in range(n):
+            top = int(labels[i])
+            other = (top + int(rng.integers(1, 10))) % 10
+            r_top = int(rng.integers(0, PAIR_CANVAS - 8 - PAIR_MIN_DROP + 1))
+            r_low = int(rng.integers(r_top + PAIR_MIN_DROP, PAIR_CANVAS - 8 + 1))
+            left_is_top = rng.random() < 0.5
+            placed = ((top, r_top), (other, r_low)) if left_is_top else ((other, r_low), (top, r_top))
+            for (digit, row), col in zip(placed, (int(rng.integers(0, 3)), int(rng.integers(14, 17)))):
+                canvas[i, row:row + 8, col:col + 8] = x[by_digit[digit][int(rng.integers(0, len(by_digit[digit])))]]
+        keep = _cap(labels, np.arange(n), spec.subset, rng)
+        out.append((_resize(canvas[keep], spec), labels[keep].astype(np.int64)))
+    return out[0], out[1], names
 
 
 def _root(spec: DataSpec) -> Path:

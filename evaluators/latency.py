@@ -276,6 +276,8 @@ def measure_latency(
                            measured_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), **key)
     if cache is not None and arch_id is not None:
         cache.put(result)
+        if spec is not None:  # the genome too, so a latency predictor can learn from the row
+            cache.put_genome(spec)
     return result
 
 
@@ -322,6 +324,13 @@ class LatencyCache:
             sa.Column("samples_ms", sa.Text),
             sa.Column("measured_at", sa.String(40)),
         )
+        # arch_id -> genome JSON: what a latency predictor needs to learn from the rows above
+        # (its own table, so stores made before it keep working)
+        self.genomes = sa.Table(
+            f"{table}_genomes", meta,
+            sa.Column("arch_id", sa.String(64), primary_key=True),
+            sa.Column("genome", sa.Text, nullable=False),
+        )
         try:
             meta.create_all(self.engine, checkfirst=True)
         except Exception as e:  # noqa: BLE001 - unreachable server, permissions, ...
@@ -361,6 +370,41 @@ class LatencyCache:
                 cond = sa.and_(*[self.table.c[k] == row[k] for k in self._KEY])
                 conn.execute(sa.update(self.table).where(cond).values(**values))
 
+    def put_genome(self, spec: Any) -> None:
+        """Store ``spec``'s genome JSON under its arch_id (kept if already there)."""
+        import sqlalchemy as sa
+
+        with self.engine.begin() as conn:
+            try:
+                with conn.begin_nested():
+                    conn.execute(sa.insert(self.genomes).values(arch_id=spec.arch_id, genome=spec.to_json()))
+            except sa.exc.IntegrityError:  # stored already (same arch_id, same genome)
+                pass
+
+    def measurements(self, *, device: str, device_name: str, batch: int, dtype: str, threads: int,
+                     torch_version: str, clock: str, memory_format: str = "contiguous") -> list[tuple[Any, float]]:
+        """Every cached whole-model measurement of one device and setting whose genome is known,
+        as ``(ArchSpec at the measured img_size, median ms)``, oldest first. A latency
+        predictor refits from these (``HybridPredictor``); rows measured by a bare module
+        (no genome) are left out."""
+        import sqlalchemy as sa
+
+        from search_space.genome import ArchSpec
+
+        t, g = self.table, self.genomes
+        cond = sa.and_(t.c.device == device, t.c.device_name == device_name, t.c.batch == batch,
+                       t.c.dtype == dtype, t.c.threads == threads, t.c.torch_version == torch_version,
+                       t.c.clock == clock, t.c.memory_format == memory_format)
+        q = (sa.select(g.c.genome, t.c.img_size, t.c.median_ms).join(g, g.c.arch_id == t.c.arch_id)
+             .where(cond).order_by(t.c.measured_at, t.c.arch_id))
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        out = []
+        for genome, img_size, ms in rows:
+            spec = ArchSpec.from_json(genome)
+            out.append((spec if spec.img_size == img_size else spec.replace(img_size=img_size), float(ms)))
+        return out
+
     def __len__(self) -> int:
         import sqlalchemy as sa
 
@@ -370,6 +414,7 @@ class LatencyCache:
     def drop(self) -> None:
         """Drop the table (tests clean up after themselves with it)."""
         self.table.drop(self.engine, checkfirst=True)
+        self.genomes.drop(self.engine, checkfirst=True)
         self.engine.dispose()
 
 

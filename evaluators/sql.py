@@ -18,6 +18,12 @@ from typing import Any
 
 _ENGINES: weakref.WeakSet = weakref.WeakSet()  # every engine handed to fork_safe, while it lives
 _LOCK = threading.Lock()
+# In a child: the pools inherited from the parent, kept referenced so that their connections are
+# not garbage-collected, hence closed, here. psycopg2 does not end a connection another process
+# made, but sqlite3 would run SQLite's close (possibly a WAL checkpoint) on the parent's
+# connection, and SQLite forbids any use of a connection across fork(), closing included.
+# (A fork-started multiprocessing child leaves through os._exit: they are never closed at all.)
+_INHERITED: list[Any] = []
 
 
 def normalize_url(url: str) -> str:
@@ -45,7 +51,8 @@ def _after_fork_in_child() -> None:
     global _LOCK
     _LOCK = threading.Lock()  # another thread may have held it at the fork
     for engine in list(_ENGINES):
-        engine.dispose(close=False)  # forget the parent's connections without closing them
+        _INHERITED.append(engine.pool)
+        engine.dispose(close=False)  # a fresh, empty pool; the parent's connections are not touched
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

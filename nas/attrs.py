@@ -20,6 +20,9 @@ LATENCY_MS = "latency_ms"          # median latency (float), when measured
 LATENCY_SPREAD_MS = "latency_spread_ms"  # interquartile range (float)
 LATENCY_DEVICE = "latency_device"  # e.g. "cpu: Intel Xeon ... (2 threads)" (str)
 LATENCY_SETTING = "latency_setting"  # {"batch": int, "dtype": str, "img_size": int}
+LATENCY_SOURCE = "latency_source"  # "measured" or "predicted" ([latency] predict = true decided the cap)
+LATENCY_PREDICTOR_VERSION = "latency_predictor_version"  # evaluators.latency_predictor.PREDICTOR_VERSION (int)
+LATENCY_INTERVAL = "latency_interval"  # the predictor's [lo, hi] ms when it predicted (list[float])
 ACCURACY = "accuracy"              # final validation top-1 in [0, 1] (float)
 ACCURACY_PER_EPOCH = "accuracy_per_epoch"  # list[float]
 LOSS_PER_EPOCH = "loss_per_epoch"  # list[float]

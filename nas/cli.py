@@ -14,7 +14,7 @@ import sys
 
 from nas.errors import NasError
 
-COMMANDS = ("search", "front", "profile", "latency", "export", "dashboard", "report")
+COMMANDS = ("search", "front", "profile", "latency", "export", "dashboard", "report", "compare")
 
 
 def build_parser() -> argparse.ArgumentParser:

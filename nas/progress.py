@@ -9,20 +9,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from nas import attrs
-
-
-def counted(t: Any) -> bool:
-    """Whether a finished trial counts toward the study's trial budget: COMPLETE and PRUNED do,
-    FAILED ones do when they failed on their own (not when a killed worker left them RUNNING,
-    since those are retried, nor when interrupted)."""
-    s = t.state.name
-    if s in ("COMPLETE", "PRUNED"):
-        return True
-    if s == "FAIL":
-        reason = t.user_attrs.get(attrs.FAILURE)
-        return bool(reason) and reason != "interrupted"
-    return False
+from nas import attrs  # noqa: F401
+from nas.store import counted  # noqa: F401  (re-exported: which trials count toward the budget)
 
 
 def study_counts(study: Any) -> dict[str, int]:

@@ -21,8 +21,8 @@ from nas.errors import InvalidCandidate, NasError
 from nas.study import DataSpec, IntRange, KnobRange, StudySpec
 from search_space.genome import ArchSpec, HeadSpec, StageSpec, StemSpec
 
-DATASET_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "synthetic": 10}
-DATASET_CHANS = {"digits": 3, "cifar10": 3, "cifar100": 3, "imagefolder": 3, "synthetic": 3}
+DATASET_CLASSES = {"digits": 10, "digit_pairs": 10, "cifar10": 10, "cifar100": 100, "synthetic": 10}
+DATASET_CHANS = {"digits": 3, "digit_pairs": 3, "cifar10": 3, "cifar100": 3, "imagefolder": 3, "synthetic": 3}
 
 
 def num_classes_for(data: DataSpec) -> int | None:
@@ -153,7 +153,7 @@ def clamp_knobs(mixer_cls: Any, dim: int, grid: tuple[int, int], knobs: dict[str
         while dim % h:
             h -= 1
         knobs["num_heads"] = h
-    for name in ("window_size", "sr_ratio"):
+    for name in ("window_size", "sr_ratio", "block_size"):
         if name in known:
             v = knobs.get(name, known[name].default)
             if v is not None and v > side:
@@ -219,3 +219,38 @@ class RandomTrial:
                 v = low + round((v - low) / step) * step
         self.params[name] = v
         return v
+
+
+def preset_for_study(name: str, spec: StudySpec, num_classes: int, in_chans: int = 3) -> Any:
+    """A preset genome at the study's resolution and class count.
+
+    The architecture is kept; only what the smaller image forces changes: the stem stride is
+    scaled by ``img_size / 224`` (to a power of two, at least 1) so the token grid keeps its
+    proportions, and windows / reduction ratios are clamped to the grids.
+    """
+    from operators import MIXERS
+    from search_space import PRESETS
+
+    p = PRESETS[name]
+    img = spec.data.img_size
+    patch = p.stem.patch_size
+    if img != p.img_size:
+        scaled = patch * img / p.img_size
+        patch = 1
+        while patch * 2 <= scaled + 1e-9:
+            patch *= 2
+        if p.stem.kind == "conv":
+            patch = max(2, patch)
+    g = p.replace(stem=p.stem.__class__(p.stem.kind, patch, p.stem.knobs), img_size=img,
+                  num_classes=num_classes, in_chans=in_chans)
+    while img % g.total_stride and patch > 1:
+        patch //= 2
+        g = g.replace(stem=p.stem.__class__(p.stem.kind, patch, p.stem.knobs))
+    if g.stem.kind == "overlap" and g.stem.knob_dict.get("kernel_size", 7) < patch:
+        g = g.replace(stem=p.stem.__class__(p.stem.kind, patch, {**g.stem.knob_dict, "kernel_size": patch}))
+    stages = []
+    for s, grid in zip(g.stages, g.stage_grids(), strict=False):
+        knobs = clamp_knobs(MIXERS.get(s.mixer), s.dim, grid, s.knob_dict)
+        stages.append(s.__class__(**{**s.__dict__, "mixer_knobs": knobs}))
+    g = g.replace(stages=tuple(stages))
+    return g.validate()

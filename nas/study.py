@@ -48,11 +48,13 @@ from nas.schema import (
 )
 
 BACKENDS = ("optuna", "ray")
-SAMPLERS = ("nsga2", "tpe", "gp", "random")
 SHAPES = ("isotropic", "pyramid")
 OBJECTIVES = {"accuracy": "maximize", "flops": "minimize", "params": "minimize", "latency_ms": "minimize"}
 EVALUATORS = ("proxy", "zero_cost", "synthetic")
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
+# the samplers a study file may name (their implementations: nas.samplers)
+SAMPLERS = ("evolution", "evolution_plain", "nsga2", "tpe", "gp", "random")
+DEFAULT_SAMPLER = "evolution"
+DATASETS = ("digits", "digit_pairs", "cifar10", "cifar100", "imagefolder", "synthetic")
 PRUNERS = ("none", "median", "asha", "hyperband")
 _SI = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
@@ -423,6 +425,8 @@ class LatencySpec:
     device: str = setting("cpu", "the device latency is measured on", choices=("cpu", "cuda"))
     batch: int = setting(1, "images per timed forward pass", min=1)
     dtype: str = setting("float32", "the dtype of the timed model", choices=("float32", "float16", "bfloat16"))
+    predict: bool = setting(False, "decide max_latency_ms from the hybrid latency predictor where it is sure, "
+                                   "measure only the uncertain band")
 
 
 @dataclass(frozen=True)
@@ -479,6 +483,8 @@ class PresetsSpec:
     names: tuple[str, ...] = setting((), "preset names (search_space.PRESETS)",
                                      parse=_names(registry="PRESETS", source="search_space"))
     evaluate: bool = setting(False, "train the presets once with the study's recipe")
+    warm_start: bool = setting(False, "seed the evolution sampler's first population with the presets, shrunk "
+                                      "to fit the caps")
 
 
 @dataclass(frozen=True)
@@ -505,7 +511,7 @@ class StudySpec:
     storage: str = setting(dataclasses.MISSING, "the study store's URL (default sqlite:///studies/<name>.db)",
                            table="study", parse=lambda ctx, table, key, value: value)  # checked with the name
     backend: str = setting("optuna", "the search backend", choices=BACKENDS, table="study")
-    sampler: str = setting("nsga2", "the sampler", choices=SAMPLERS, table="study")
+    sampler: str = setting(DEFAULT_SAMPLER, "the sampler (nas.samplers)", choices=SAMPLERS, table="study")
     trials: int | None = setting(20, "trials to run (with timeout_s: whichever ends first)", min=1, table="study")
     timeout_s: float | None = setting(None, "stop starting trials after this many seconds", gt=0.0, table="study")
     seed: int = setting(0, "seeds the sampler and the training", min=0, table="study")
@@ -655,6 +661,8 @@ def parse_study(text: str, path: str = "<study>", base_dir: str | Path | None = 
     data = kw["data"]
     if data.dataset in ("cifar10", "cifar100", "imagefolder") and not data.root:
         raise ctx.error("data", "dataset", f"dataset {data.dataset!r} needs root = \"<directory>\"")
+    if kw["latency"].predict and kw["constraints"].max_latency_ms is None:
+        raise ctx.error("latency", "predict", "'predict' decides a latency cap; set [constraints] max_latency_ms")
 
     spec = StudySpec(**kw)
     if overrides:

@@ -68,6 +68,19 @@ def tiny_study_text(name: str = "tiny", storage: str = "sqlite:///:memory:", tri
                              epochs=epochs, objectives=objs, max_flops=max_flops)
 
 
+def one_genome_study_text(name: str = "one", storage: str = "sqlite:///:memory:", **kw: Any) -> str:
+    """The TOML of a tiny study whose space holds exactly one genome (an isotropic, one-block,
+    16-wide ``pool`` model with a patch-4 stem and no position encoding): every trial proposes
+    it, whatever the sampler (reuse, claims, the backends' conformance suite)."""
+    text = tiny_study_text(name, storage, **kw)
+    return (text.replace('shapes = ["isotropic", "pyramid"]', 'shapes = ["isotropic"]')
+            .replace("patch_size = [2, 4]", "patch_size = [4]").replace('pos = ["none", "sincos"]', 'pos = ["none"]')
+            .replace("iso_depth = [1, 2]", "iso_depth = [1, 1]")
+            .replace("width = { low = 16, high = 32, step = 16 }", "width = [16, 16]")
+            .replace("[space.mixers.attention]\nnum_heads = [1, 2]\n", "")
+            .replace("[space.mixers.sepconv]\nkernel_size = [3]\n", ""))
+
+
 def make_tiny_study(storage_url: str, name: str = "tiny", trials: int = 8, seed: int = 0, proxy: bool = False,
                     **kw: Any) -> Any:
     """Run a tiny finished study into ``storage_url``; returns its ``StudySpec``.

@@ -30,6 +30,17 @@ FAMILIES = (
     "outlook", "performer", "pooling", "pos_absolute", "pos_conditional", "pos_irpe", "pos_lepe", "pos_levit",
     "pos_relative", "pos_rope", "relu_linear", "separable", "sepconv", "shift", "shuffle_window",
     "spatial_reduction", "stem_t2t", "stems", "talking_heads", "twins", "window_attention", "xcit",
+    "channel_attention_ext", "mlp_ext", "parc", "uniformer", "isa", "double_attention", "coat",
+    "iformer", "edgevit", "rest", "glance_gaze", "pale",
+    "qna", "soft", "long_short", "quadtree",
+    "dcnv3",
+    "mvit",
+    "pos_log_cpb", "swinv2",
+    "convit", "deepvit",
+    "focal_attention",
+    "mobilevit",
+    "sparse_transformer",
+    "san", "local_relation",
 )
 _LOAD_LOCK = threading.RLock()
 _loaded = False
@@ -43,6 +54,11 @@ def load_families() -> None:
     with _LOAD_LOCK:  # re-entrant: a family that looks a name up while loading gets what is there
         if _loaded:
             return
+        # timm first, before any family is half-imported: importing timm runs the project's timm
+        # registration (search_space._timm_names), which looks names up and so loads the families;
+        # done inside a family's import, a family that imports another (channel_attention_ext)
+        # would meet it half-initialised
+        importlib.import_module("timm")
         for name in FAMILIES:
             importlib.import_module(f"operators.{name}")
         _loaded = True

@@ -13,7 +13,7 @@ from operators.base import TokenMixer, attend, make_attn_pos, merge_heads
 from operators.registry import MIXERS
 
 # Attention-internal encodings the softmax-attention mixers accept (extended as the zoo grows).
-ATTN_POS = frozenset({"rel_bias", "rope_axial", "rope_mixed", "levit_bias", "irpe", "lepe"})
+ATTN_POS = frozenset({"rel_bias", "rope_axial", "rope_mixed", "levit_bias", "irpe", "lepe", "log_cpb"})
 
 
 @MIXERS.register("attention")

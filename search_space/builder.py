@@ -19,16 +19,9 @@ from timm.models._features import FeatureGetterNet, feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 from torch import nn
 
+from operators import CHANNEL_ATTNS, CHANNEL_MLPS, DOWNSAMPLERS, MIXERS, POS_ENCODINGS, STEMS
 from operators.block import UnifiedBlock
 from operators.heads import ClassifierHead
-from operators.registry import (
-    CHANNEL_ATTNS,
-    CHANNEL_MLPS,
-    DOWNSAMPLERS,
-    MIXERS,
-    POS_ENCODINGS,
-    STEMS,
-)
 from search_space.genome import ArchSpec, ImgSize, img_hw, img_size_value
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

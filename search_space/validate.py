@@ -44,15 +44,8 @@ def img_hw(size: ImgSize) -> tuple[int, int]:
 
 def validate(spec: ArchSpec) -> None:
     """Check every rule on ``spec``; raises ``ValueError`` naming the field and the allowed values."""
+    from operators import CHANNEL_ATTNS, CHANNEL_MLPS, DOWNSAMPLERS, MIXERS, POS_ENCODINGS, STEMS
     from operators.base import Knob
-    from operators.registry import (
-        CHANNEL_ATTNS,
-        CHANNEL_MLPS,
-        DOWNSAMPLERS,
-        MIXERS,
-        POS_ENCODINGS,
-        STEMS,
-    )
 
     for name in ("num_classes", "in_chans"):
         if getattr(spec, name) <= 0 and not (name == "num_classes" and spec.num_classes == 0):

@@ -9,6 +9,7 @@ from typing import Any
 
 from nas import attrs
 from nas.errors import NasError
+from nas.space import preset_for_study  # noqa: F401  (re-exported)
 from nas.study import StudySpec, format_count
 
 
@@ -52,8 +53,10 @@ def create_or_load(spec: StudySpec, storage: Any) -> Any:
 
 
 def _check_same_space(study: Any, spec: StudySpec) -> None:
-    """A resumed study must keep its space, data resolution and evaluator kind: Optuna cannot
-    mix distributions of one parameter name, and results at another resolution do not compare."""
+    """A resumed study must keep its space, data resolution, evaluator kind, epochs and caps:
+    Optuna cannot mix distributions of one parameter name, results at another resolution do
+    not compare, and feasibility is judged once, when a trial ends, against the caps in force
+    then (the front, export, the dashboard and the samplers read it from the store)."""
     import json
 
     from nas.study import spec_from_dict
@@ -68,45 +71,20 @@ def _check_same_space(study: Any, spec: StudySpec) -> None:
     changed = [what for what, a, b in (("space", old.space, spec.space), ("data", old.data, spec.data),
                                        ("evaluator kind", old.evaluator.kind, spec.evaluator.kind),
                                        ("epochs", old.evaluator.epochs, spec.evaluator.epochs)) if a != b]
+    caps_old, caps_new = old.constraints.limits(), spec.constraints.limits()
+    if caps_old != caps_new:
+        diff = ", ".join(f"{k} {_cap(k, caps_old.get(k))} (file: {_cap(k, caps_new.get(k))})"
+                         for k in sorted(set(caps_old) | set(caps_new)) if caps_old.get(k) != caps_new.get(k))
+        changed.append(f"caps: {diff}")
     if changed:
-        raise NasError(f"study {spec.name!r} in the store was run with another {' and '.join(changed)}; "
+        raise NasError(f"study {spec.name!r} in the store was run with another {' and another '.join(changed)}; "
                        "resume it with the same study file, or give the changed study a new name")
 
 
-def preset_for_study(name: str, spec: StudySpec, num_classes: int, in_chans: int = 3) -> Any:
-    """A preset genome at the study's resolution and class count.
-
-    The architecture is kept; only what the smaller image forces changes: the stem stride is
-    scaled by ``img_size / 224`` (to a power of two, at least 1) so the token grid keeps its
-    proportions, and windows / reduction ratios are clamped to the grids.
-    """
-    from nas.space import clamp_knobs
-    from operators import MIXERS
-    from search_space import PRESETS
-
-    p = PRESETS[name]
-    img = spec.data.img_size
-    patch = p.stem.patch_size
-    if img != p.img_size:
-        scaled = patch * img / p.img_size
-        patch = 1
-        while patch * 2 <= scaled + 1e-9:
-            patch *= 2
-        if p.stem.kind == "conv":
-            patch = max(2, patch)
-    g = p.replace(stem=p.stem.__class__(p.stem.kind, patch, p.stem.knobs), img_size=img,
-                  num_classes=num_classes, in_chans=in_chans)
-    while img % g.total_stride and patch > 1:
-        patch //= 2
-        g = g.replace(stem=p.stem.__class__(p.stem.kind, patch, p.stem.knobs))
-    if g.stem.kind == "overlap" and g.stem.knob_dict.get("kernel_size", 7) < patch:
-        g = g.replace(stem=p.stem.__class__(p.stem.kind, patch, {**g.stem.knob_dict, "kernel_size": patch}))
-    stages = []
-    for s, grid in zip(g.stages, g.stage_grids(), strict=False):
-        knobs = clamp_knobs(MIXERS.get(s.mixer), s.dim, grid, s.knob_dict)
-        stages.append(s.__class__(**{**s.__dict__, "mixer_knobs": knobs}))
-    g = g.replace(stages=tuple(stages))
-    return g.validate()
+def _cap(name: str, v: float | None) -> str:
+    if v is None:
+        return "none"
+    return f"{v:g} ms" if name == "max_latency_ms" else format_count(v)
 
 
 def preset_costs(spec: StudySpec, num_classes: int) -> dict[str, dict[str, Any]]:

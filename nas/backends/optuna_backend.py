@@ -5,8 +5,9 @@
 - A single-objective study (accuracy under hard caps) prunes on per-epoch accuracy with the
   pruner the study file names.
 - ``workers > 1`` spawns that many processes on the same store; several ``nas search`` runs on
-  one PostgreSQL study work the same way. The study stops when it holds ``trials`` counted
-  trials (``nas.progress.counted``), whoever ran them.
+  one PostgreSQL study work the same way. Each trial takes a slot of the study's budget first
+  (``nas.store.TrialSlots``), so the study ends at exactly ``trials`` counted trials
+  (``nas.store.counted``), whoever ran them.
 """
 
 from __future__ import annotations
@@ -23,30 +24,23 @@ from nas.study import StudySpec
 
 
 def make_sampler(spec: StudySpec, worker: int = 0, target: int | None = None) -> Any:
-    """The sampler the study file names (seeded; worker ``i`` gets ``seed + 7919 * i``)."""
-    import optuna
+    """The sampler the study file names: ``nas.samplers.make_sampler``."""
+    from nas.samplers import make_sampler
 
-    seed = spec.seed + 7919 * worker
-    n = target or spec.trials or 50
-    startup = max(4, min(10, n // 3))
-    if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if spec.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True,
-                                          constant_liar=spec.workers > 1)
-    if spec.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, deterministic_objective=True,
-                                         warn_independent_sampling=False)
-    pop = max(4, min(50, n // 4))
-    return optuna.samplers.NSGAIISampler(seed=seed, population_size=pop)
+    return make_sampler(spec, worker, target)
 
 
 def make_pruner(spec: StudySpec) -> Any:
+    """The study's Optuna pruner. Steps are 1-based epochs (``trial.report(acc, epoch)``), so
+    ``min_epochs = k`` first prunes after epoch k: ``MedianPruner`` warms up for k steps
+    (it prunes at ``step >= n_warmup_steps``), successive halving and Hyperband start their
+    first rung at resource k (``step >= min_resource``). The final epoch is never pruned
+    (``nas.trial.TrialStep``)."""
     import optuna
 
     f, ev = spec.evaluator.fidelity, spec.evaluator
     if f.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(0, f.min_epochs - 1))
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=f.min_epochs)
     if f.pruner == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=f.min_epochs, reduction_factor=f.reduction_factor)
     if f.pruner == "hyperband":
@@ -56,7 +50,7 @@ def make_pruner(spec: StudySpec) -> Any:
 
 
 def counted_trials(study: Any) -> int:
-    from nas.progress import counted
+    from nas.store import counted
 
     return sum(counted(t) for t in study.get_trials(deepcopy=False))
 
@@ -73,44 +67,97 @@ def _report_failure(study: Any, trial: Any) -> None:
             tqdm.write(f"trial {trial.number} failed: {reason}", file=sys.stderr)
 
 
-class _StopAt:
-    """Stop the study once it holds ``target`` counted trials (across all workers)."""
+def optuna_objective(step: Any, prune: bool = False, on_start: Any = None) -> Any:
+    """The Optuna objective: ``step`` (``nas.trial.TrialStep``) run on an Optuna trial.
 
-    def __init__(self, target: int | None) -> None:
-        self.target = target
+    Writes the ``TrialResult``'s attributes, then returns its values (COMPLETE), raises
+    ``optuna.TrialPruned`` (PRUNED) or ``TrialFailed`` (FAIL). With ``prune``, every epoch's
+    accuracy is reported at step = epoch (1-based) and the study's pruner is asked. Ctrl-C
+    leaves ``"interrupted"`` on the trial and propagates. ``on_start(trial)`` runs first.
+    """
+    import optuna
 
-    def __call__(self, study: Any, trial: Any) -> None:
-        # counted on every trial: with several workers, the trial that completes the budget
-        # may be any (an early-numbered one finishing late), and then all must stop
-        if self.target is not None and counted_trials(study) >= self.target:
-            study.stop()
+    from nas import attrs
+    from nas.evaluator import TrialFailed
+    from nas.trial import COMPLETE, INTERRUPTED, PRUNED, TrialResult, set_user_attrs
+
+    def objective(trial: optuna.Trial) -> Any:
+        def report(epoch: int, acc: float, final: bool) -> bool:
+            trial.report(acc, epoch)
+            return trial.should_prune()
+
+        try:
+            if on_start is not None:
+                on_start(trial)
+            res = step.start(trial)
+            if not isinstance(res, TrialResult):
+                res = step.finish(res, trial.number, trial.study, report if prune else None)
+        except KeyboardInterrupt:
+            _safe_set(trial, attrs.FAILURE, INTERRUPTED)
+            raise
+        set_user_attrs(trial, res.attrs)
+        if res.state == COMPLETE:
+            return res.values[0] if len(res.values) == 1 else res.values
+        if res.state == PRUNED:
+            raise optuna.TrialPruned(res.reason)
+        raise TrialFailed(res.reason or "failed")
+
+    return objective
+
+
+def _safe_set(trial: Any, key: str, value: Any) -> None:
+    try:
+        trial.set_user_attr(key, value)
+    except Exception:
+        pass
 
 
 def run_worker(spec: StudySpec, target: int | None, worker: int = 0, heartbeat_s: float | None = None,
                progress: Any = None, timeout_s: float | None = None) -> None:
     """Run trials of ``spec``'s study in this process until the study holds ``target`` counted
-    trials or ``timeout_s`` passes."""
+    trials or ``timeout_s`` passes.
+
+    With a ``target``, each trial first takes a slot of the study's budget
+    (``nas.store.TrialSlots``), shared by every worker on the store, so the study ends at
+    exactly ``target`` counted trials however many workers run it.
+    """
     import optuna
     import torch
 
-    from nas.objective import TrialEvaluator, optuna_objective
-    from nas.store import HEARTBEAT_S, ArchClaims, open_storage
+    from nas.evaluator import TrialEvaluator
+    from nas.store import HEARTBEAT_S, ArchClaims, TrialSlots, open_storage
+    from nas.trial import TrialStep, worker_id
 
     torch.set_num_threads(spec.evaluator.threads)
     storage = open_storage(spec.storage, heartbeat_s=heartbeat_s or HEARTBEAT_S)
     study = optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec, worker, target),
                               pruner=make_pruner(spec))
-    te = TrialEvaluator(spec)
-    prune = spec.prunes
-    callbacks = [_StopAt(target), _report_failure]
+    step = TrialStep(TrialEvaluator(spec), claims=ArchClaims(storage))
+    callbacks = [_report_failure]
     if progress is not None:
         callbacks.append(lambda s, t: progress.update(s))
-    remaining = None if target is None else max(0, target - counted_trials(study))
-    if remaining == 0:
+    if target is None:  # a time budget only
+        study.optimize(optuna_objective(step, prune=spec.prunes), timeout=timeout_s, catch=(Exception,),
+                       callbacks=callbacks, gc_after_trial=False)
         return
-    # n_trials bounds this process; _StopAt ends it early when other workers contributed.
-    study.optimize(optuna_objective(te, prune=prune, claims=ArchClaims(storage)), n_trials=remaining, timeout=timeout_s,
-                   catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
+    slots = TrialSlots(storage)
+    held: dict[str, Any] = {}
+
+    def bind(trial: Any) -> None:
+        slots.bind(spec.name, held["ticket"], trial.number)
+        held["bound"] = True
+
+    objective = optuna_objective(step, prune=spec.prunes, on_start=bind)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while deadline is None or time.monotonic() < deadline:
+        held.update(ticket=slots.take(study, target, worker_id()), bound=False)
+        if held["ticket"] is None:
+            return
+        try:
+            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
+        finally:
+            if not held["bound"]:  # no trial was asked: give the slot back (a bound one frees itself)
+                slots.release(spec.name, held["ticket"])
 
 
 def _worker_entry(spec: StudySpec, target: int | None, worker: int, heartbeat_s: float | None,

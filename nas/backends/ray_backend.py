@@ -1,22 +1,26 @@
 """The Ray Tune backend: ``Tuner`` + ``OptunaSearch(space=<define-by-run>, storage=<RDBStorage>,
 study_name=...)``, so Ray's trials land in the same study store as the Optuna backend's.
 
-- The define-by-run space function runs on the driver: it suggests the genome on the Optuna
-  trial, screens it, sets the constraint values and the trial attributes, and claims the
-  genome (``nas.store.ArchClaims``). It returns constants the trainable reads: the genome,
-  its costs, and whether to train, to reuse another trial's result, or to stop at once (over
-  budget).
-- The trainable trains with the proxy recipe and reports accuracy after every epoch; ASHA
-  (when the study names a pruner) stops weak trials early. The driver-side searcher writes each
-  trial's per-epoch accuracies, epochs reached (``attrs.EPOCHS``) and budget
-  (``attrs.EPOCH_BUDGET``) to the store, so an early-stopped trial is never taken for a
-  full-budget one on the front.
+It adapts the backend-neutral ``nas.trial.TrialStep`` and holds no trial logic of its own:
+
+- the define-by-run space function (on the driver) is ``TrialStep.start``: suggest, screen,
+  measure, record. Its constants carry the candidate to the trainable, or the final result
+  when there is nothing to train (an over-budget or invalid candidate);
+- the trainable (in a Ray worker) is ``TrialStep.finish``: claim or reuse (a dead owner's
+  genome is taken over; the wait is the shared ``nas.reuse.REUSE_WAIT_S``), evaluate. Every
+  epoch but the last is reported as it ends, so ASHA (when the study names a pruner) can stop
+  weak trials; the last goes with the final result, so a trial that trained its whole budget
+  is always a complete result;
+- the searcher (on the driver) writes the ``TrialResult`` to the store and tells its state;
+  a trial ASHA stopped is recorded PRUNED with its epochs reached (``TrialStep.stopped``),
+  exactly as the Optuna backend records a pruned trial.
 - Resources per trial come from ``[ray]`` (``cpus_per_trial``, ``gpus_per_trial``, fractions
   allowed); ``--ray-address`` joins an existing cluster (else a local one is started).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -27,54 +31,52 @@ from nas import attrs
 from nas.backends.common import SearchResult
 from nas.study import StudySpec
 
-_EVALUATORS: dict[str, Any] = {}
+_STEPS: dict[tuple[str, int], Any] = {}
 
 
-def _evaluator(spec: StudySpec) -> Any:
-    """One ``TrialEvaluator`` per Ray worker process (the dataset is loaded once)."""
-    from nas.objective import TrialEvaluator
+def _worker_step(spec: StudySpec) -> tuple[Any, Any]:
+    """``(TrialStep, study)`` of ``spec`` in this Ray worker process: one evaluator (the
+    dataset is loaded once), claims and study on the process's shared storage."""
+    import optuna
 
-    key = spec.to_json()
-    if key not in _EVALUATORS:
+    from nas.evaluator import TrialEvaluator
+    from nas.store import ArchClaims, open_storage
+    from nas.trial import TrialStep
+
+    key = (spec.to_json(), os.getpid())
+    if key not in _STEPS:
         import torch
 
         torch.set_num_threads(spec.evaluator.threads)
-        _EVALUATORS[key] = TrialEvaluator(spec)
-    return _EVALUATORS[key]
+        storage = open_storage(spec.storage, heartbeat_s=None)
+        _STEPS[key] = (TrialStep(TrialEvaluator(spec), claims=ArchClaims(storage)),
+                       optuna.load_study(study_name=spec.name, storage=storage))
+    return _STEPS[key]
 
 
-def make_space(spec: StudySpec, te: Any, claims: Any) -> Any:
-    """The define-by-run function ``OptunaSearch`` calls with an Optuna trial (on the driver)."""
-    from nas.objective import InvalidCandidate, find_reusable
+def make_space(step: Any, candidates: dict[int, Any]) -> Any:
+    """The define-by-run function ``OptunaSearch`` calls with an Optuna trial (on the driver):
+    ``TrialStep.start``. Its constants carry the candidate (or the final result, when there
+    is nothing to train) to the trainable; ``candidates`` keeps them by trial number for the
+    searcher."""
+    from nas.trial import TrialResult
 
     def space(trial: Any) -> dict[str, Any]:
-        try:
-            cand = te.suggest(trial)
-        except InvalidCandidate as e:
-            trial.set_user_attr(attrs.FAILURE, str(e))
-            return {"nas_action": "fail", "nas_reason": str(e)}
-        const = {"nas_genome": cand.spec.to_json(), "nas_costs": {k: cand.costs[k] for k in ("flops", "params")},
-                 "nas_number": trial.number}
-        if cand.latency:
-            const["nas_costs"]["latency_ms"] = cand.latency["latency_ms"]
-        if not cand.feasible:
-            trial.set_user_attr(attrs.FAILURE, te.infeasible_message(cand))
-            return {**const, "nas_action": "infeasible"}
-        study = trial.study
-        prior = find_reusable(study, cand.arch_id, trial.number)
-        owner = prior.number if prior is not None else claims.claim(study.study_name, cand.arch_id, trial.number)
-        if owner != trial.number:
-            trial.set_user_attr(attrs.REUSED_FROM, owner)
-            return {**const, "nas_action": "reuse", "nas_owner": owner}
-        return {**const, "nas_action": "train"}
+        res = step.start(trial)
+        if isinstance(res, TrialResult):
+            return {"nas_result": res.to_dict(), "nas_number": trial.number}
+        candidates[trial.number] = res
+        return {"nas_candidate": res.to_dict(), "nas_number": trial.number}
 
     return space
 
 
-def _metrics(spec: StudySpec, costs: dict[str, Any], acc: float, epoch: int, extra: dict[str, Any]) -> dict[str, Any]:
-    m = {"accuracy": float(acc), "epoch": int(epoch), **{k: float(v) for k, v in costs.items()},
-         "nas_worker": _where()}
-    m.update(extra)
+def _metrics(spec: StudySpec, values: list[float] | None, epoch: int, extra: dict[str, Any]) -> dict[str, Any]:
+    """What the trainable reports: every objective (0 when there is no value), the epoch (1-based)."""
+    m = {name: float(v) for name, v in zip(spec.objective_names, values or [0.0] * len(spec.objective_names),
+                                             strict=True)}
+    m.setdefault("accuracy", 0.0)  # ASHA's metric
+    m.update({"epoch": int(epoch), "nas_worker": _where()}, **extra)
     return m
 
 
@@ -89,85 +91,60 @@ def _where() -> str:
         return f"pid:{os.getpid()}"
 
 
-def make_trainable(spec: StudySpec, storage_url: str) -> Any:
-    """The Ray function trainable: reports ``accuracy`` (and the cost objectives) per epoch."""
+def make_trainable(spec: StudySpec) -> Any:
+    """The Ray function trainable: ``TrialStep.finish`` in the worker. Every epoch but the last
+    is reported as it ends (ASHA decides on them); the last goes with the final result."""
 
     def trainable(config: dict[str, Any]) -> None:
         from ray import tune
 
-        action = config.get("nas_action")
-        costs = config.get("nas_costs", {})
-        budget = spec.evaluator.epochs if spec.evaluator.kind != "zero_cost" else 0
-        if action == "fail":
-            tune.report({"accuracy": 0.0, "epoch": 0, "nas_worker": _where(),
-                         "nas_failure": config.get("nas_reason", "invalid genome")})
-            return
-        if action == "infeasible":
-            tune.report(_metrics(spec, costs, 0.0, budget, {"nas_infeasible": True}))
-            return
-        if action == "reuse":
-            tune.report(_wait_for_owner(spec, storage_url, int(config["nas_owner"]), costs))
-            return
-        from nas.objective import Candidate
-        from search_space.genome import ArchSpec
+        from nas.evaluator import Candidate
 
-        te = _evaluator(spec)
-        cand = Candidate(ArchSpec.from_json(config["nas_genome"]), dict(costs), {})
-        per_epoch: list[float] = []
-        t0 = time.perf_counter()
+        final = config.get("nas_result")
+        if final is None:
+            step, study = _worker_step(spec)
+            cand = Candidate.from_dict(config["nas_candidate"])
+            per_epoch: list[float] = []
 
-        def on_epoch(epoch: int, acc: float) -> bool:
-            per_epoch.append(float(acc))
-            tune.report(_metrics(spec, costs, acc, epoch, {"nas_per_epoch": list(per_epoch), "nas_budget": budget,
-                                                           "nas_time_s": time.perf_counter() - t0}))
-            return False
+            def report(epoch: int, acc: float, last: bool) -> bool:
+                per_epoch.append(float(acc))
+                if not last:
+                    partial = {attrs.ACCURACY_PER_EPOCH: list(per_epoch), attrs.EPOCHS: epoch,
+                               attrs.EPOCH_BUDGET: step.budget, attrs.ACCURACY: float(acc)}
+                    tune.report(_metrics(spec, step.te.values(cand, acc), epoch, {"nas_partial": json.dumps(partial)}))
+                return False
 
-        try:
-            out = te.evaluate(cand, on_epoch=on_epoch)
-        except Exception as e:  # reported, not raised: the driver records the reason
-            from nas.objective import one_line
-
-            tune.report({"accuracy": 0.0, "epoch": len(per_epoch), "nas_worker": _where(), "nas_failure": one_line(e)})
-            return
-        if out.status != "ok":
-            tune.report({"accuracy": 0.0, "epoch": len(per_epoch), "nas_worker": _where(),
-                         "nas_failure": out.reason or "failed"})
-        elif not per_epoch:  # zero-cost: one score, no epochs
-            tune.report(_metrics(spec, costs, out.accuracy, 0, {"nas_per_epoch": [], "nas_budget": 0,
-                                                                "nas_time_s": time.perf_counter() - t0}))
+            final = step.finish(cand, int(config["nas_number"]), study, report).to_dict()
+        tune.report(_metrics(spec, final["values"], int(final["attrs"].get(attrs.EPOCHS) or 0),
+                             {"nas_result": json.dumps(final)}))
 
     return trainable
 
 
-def _wait_for_owner(spec: StudySpec, storage_url: str, owner: int, costs: dict[str, Any],
-                    wait_s: float = 600.0) -> dict[str, Any]:
-    """Wait (in the worker) for the trial that trains this genome; return its metrics."""
-    import optuna
+def make_scheduler(spec: StudySpec) -> Any:
+    """ASHA when the study names a pruner, else FIFO. Its time is the 1-based ``epoch`` the
+    trainable reports, so ``grace_period = min_epochs`` first stops a trial after epoch
+    ``min_epochs`` (a rung at epoch k holds trials that trained k epochs)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from nas.store import open_storage
-
-    study = optuna.load_study(study_name=spec.name, storage=open_storage(storage_url, heartbeat_s=None))
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        t = next((t for t in study.get_trials(deepcopy=False) if t.number == owner), None)
-        if t is not None and t.state.is_finished():
-            ua = t.user_attrs
-            if t.state.name == "COMPLETE" and attrs.ACCURACY in ua:
-                return _metrics(spec, costs, ua[attrs.ACCURACY], ua.get(attrs.EPOCHS, 0),
-                                {"nas_per_epoch": ua.get(attrs.ACCURACY_PER_EPOCH, []),
-                                 "nas_budget": ua.get(attrs.EPOCH_BUDGET, 0), "nas_time_s": 0.0})
-            return {"accuracy": 0.0, "epoch": 0,
-                    "nas_failure": f"same genome as trial {owner}, which ended {t.state.name}"}
-        time.sleep(1.0)
-    return {"accuracy": 0.0, "epoch": 0, "nas_failure": f"gave up waiting for trial {owner} (same genome)"}
+    f = spec.evaluator.fidelity
+    if f.pruner != "none" and spec.evaluator.kind != "zero_cost":
+        return ASHAScheduler(time_attr="epoch", metric="accuracy", mode="max", max_t=spec.evaluator.epochs,
+                             grace_period=f.min_epochs, reduction_factor=f.reduction_factor)
+    return FIFOScheduler()
 
 
 def _searcher_class() -> type:
     from ray.tune.search.optuna import OptunaSearch
 
     class NasOptunaSearch(OptunaSearch):
-        """``OptunaSearch`` that writes the trial attributes (per-epoch accuracy, epochs reached
-        and budget, failure reason) before telling the result, and records failures as FAILED."""
+        """``OptunaSearch`` that records each trial's ``TrialResult`` (attributes, state,
+        values) in the store; a trial ASHA stopped is recorded as ``TrialStep.stopped``."""
+
+        def __init__(self, *args: Any, step: Any = None, candidates: dict[int, Any] | None = None,
+                     **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            self.nas_step, self.nas_candidates = step, candidates if candidates is not None else {}
 
         def save(self, checkpoint_path: str) -> None:
             """No searcher checkpoint: the study store is the checkpoint (resume = run again)."""
@@ -176,36 +153,34 @@ def _searcher_class() -> type:
             pass
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            ot_trial = self._ot_trials.get(trial_id)
-            if ot_trial is None or trial_id in self._completed_trials:
+            from nas.optuna_internals import searcher_tell, searcher_told, searcher_trial
+            from nas.trial import COMPLETE, TrialResult, failed, set_user_attrs
+
+            ot_trial = searcher_trial(self, trial_id)
+            if ot_trial is None or searcher_told(self, trial_id):
                 return super().on_trial_complete(trial_id, result, error)
             result = result or {}
-            if result.get("nas_worker"):
-                ot_trial.set_user_attr(attrs.WORKER, result["nas_worker"])
-            failure = result.get("nas_failure")
-            if error or failure:
-                ot_trial.set_user_attr(attrs.FAILURE, failure or "the Ray trial raised (see the Ray logs)")
-                self._ot_study.tell(ot_trial, state=_fail_state())
-                self._completed_trials.add(trial_id)
-                return
-            if not result.get("nas_infeasible"):
-                ot_trial.set_user_attr(attrs.ACCURACY, result.get("accuracy"))
-                ot_trial.set_user_attr(attrs.ACCURACY_PER_EPOCH, result.get("nas_per_epoch", []))
-                ot_trial.set_user_attr(attrs.EPOCHS, int(result.get("epoch", 0)))
-                ot_trial.set_user_attr(attrs.EPOCH_BUDGET, int(result.get("nas_budget", 0)))
-                ot_trial.set_user_attr(attrs.TRAIN_TIME_S, float(result.get("nas_time_s", 0.0)))
-                if result.get("epoch", 0) < result.get("nas_budget", 0):
-                    ot_trial.set_user_attr(attrs.FAILURE, f"stopped early by ASHA after {result.get('epoch')} "
-                                                          f"of {result.get('nas_budget')} epochs")
-            return super().on_trial_complete(trial_id, result, error)
+            # Tune hands the searcher flattened results: the step's dicts travel as JSON strings
+            if "nas_result" in result:
+                res = TrialResult.from_dict(json.loads(result["nas_result"]))
+            elif "nas_partial" in result and not error:  # stopped by the scheduler after an epoch
+                partial = json.loads(result["nas_partial"])
+                res = self.nas_step.stopped(self.nas_candidates[ot_trial.number], partial,
+                                            f"stopped by ASHA after epoch {partial[attrs.EPOCHS]}")
+            else:
+                res = failed("the Ray trial raised (see the Ray logs)")
+            self.nas_candidates.pop(ot_trial.number, None)
+            extra = {attrs.WORKER: result["nas_worker"]} if result.get("nas_worker") else {}
+            set_user_attrs(ot_trial, {**res.attrs, **extra})
+            searcher_tell(self, trial_id, res.values if res.state == COMPLETE else None, _state(res.state))
 
     return NasOptunaSearch
 
 
-def _fail_state() -> Any:
+def _state(name: str) -> Any:
     from optuna.trial import TrialState
 
-    return TrialState.FAIL
+    return TrialState[name]
 
 
 def run(spec: StudySpec, *, target: int | None, show_progress: bool = True, heartbeat_s: float | None = None,
@@ -216,12 +191,12 @@ def run(spec: StudySpec, *, target: int | None, show_progress: bool = True, hear
     import optuna
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from nas.backends.optuna_backend import counted_trials, make_sampler
-    from nas.objective import TrialEvaluator
+    from nas.evaluator import TrialEvaluator
     from nas.progress import Progress
     from nas.store import ArchClaims, open_storage
+    from nas.trial import TrialStep
 
     storage = open_storage(spec.storage, heartbeat_s=None)
     study = optuna.load_study(study_name=spec.name, storage=storage)
@@ -229,21 +204,17 @@ def run(spec: StudySpec, *, target: int | None, show_progress: bool = True, hear
     remaining = None if target is None else max(0, target - done)
     if remaining == 0:
         return SearchResult(spec.name, spec.storage, done, target)
-    te = TrialEvaluator(spec)
+    step = TrialStep(TrialEvaluator(spec), claims=ArchClaims(storage))
+    candidates: dict[int, Any] = {}
     names = spec.objective_names
     modes = ["max" if d == "maximize" else "min" for d in spec.directions]
     searcher = _searcher_class()(
-        space=make_space(spec, te, ArchClaims(storage)), metric=names if len(names) > 1 else names[0],
+        space=make_space(step, candidates), metric=names if len(names) > 1 else names[0],
         mode=modes if len(modes) > 1 else modes[0], sampler=make_sampler(spec, 0, target), storage=storage,
-        study_name=spec.name)
-    f = spec.evaluator.fidelity
-    if f.pruner != "none" and spec.evaluator.kind != "zero_cost":
-        scheduler = ASHAScheduler(time_attr="epoch", metric="accuracy", mode="max", max_t=spec.evaluator.epochs,
-                                  grace_period=f.min_epochs, reduction_factor=f.reduction_factor)
-    else:
-        scheduler = FIFOScheduler()
+        study_name=spec.name, step=step, candidates=candidates)
+    scheduler = make_scheduler(spec)
     resources = {"cpu": spec.ray.cpus_per_trial, "gpu": spec.ray.gpus_per_trial}
-    trainable = tune.with_resources(make_trainable(spec, spec.storage), resources)
+    trainable = tune.with_resources(make_trainable(spec), resources)
 
     if not ray.is_initialized():
         kw = dict(ray_init or {})
@@ -257,6 +228,9 @@ def run(spec: StudySpec, *, target: int | None, show_progress: bool = True, hear
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
         ray.init(**kw)
+    # Ctrl-C raises KeyboardInterrupt here (as in the Optuna backend) instead of Tune's own
+    # graceful stop, so in-flight trials are marked "interrupted" and the exit code says so
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     runs = _runs_dir(spec)
     progress = Progress(target, initial=done, enabled=show_progress, desc=spec.name)
 
@@ -287,14 +261,16 @@ def run(spec: StudySpec, *, target: int | None, show_progress: bool = True, hear
 
 
 def _fail_orphans(study: Any, searcher: Any) -> None:
-    """Trials this driver asked for but never told (interrupted, or Ray ended them): FAILED."""
+    """Trials this driver asked for but never told (interrupted, or Ray ended them): FAILED
+    with ``"interrupted"``, as the Optuna backend leaves them."""
     from optuna.trial import TrialState
 
-    for trial_id, ot_trial in list(getattr(searcher, "_ot_trials", {}).items()):
-        if trial_id in searcher._completed_trials:
-            continue
+    from nas.optuna_internals import searcher_pending
+    from nas.trial import INTERRUPTED
+
+    for _rid, ot_trial in list(searcher_pending(searcher)):
         try:
-            ot_trial.set_user_attr(attrs.FAILURE, "interrupted")
+            ot_trial.set_user_attr(attrs.FAILURE, INTERRUPTED)
             study.tell(ot_trial, state=TrialState.FAIL)
         except Exception:
             pass

@@ -1,17 +1,22 @@
 """``nas latency``: measure a model's latency (cached in SQL), build and use the latency predictor.
 
     nas latency measure TARGET [--device cpu|cuda] [--batch N] [--dtype D] [--img-size N] [--cache URL]
-    nas latency calibrate --device cpu [--models N] [--img-size 224] [--out PATH]
+    nas latency calibrate --device cpu [--models N] [--img-size 224] [--holdout N] [--cache URL] [--out PATH]
     nas latency predict TARGET [--predictor PATH]
 
-TARGET is ``preset:NAME``, ``timm:MODEL`` (measure only) or a genome JSON file. The predictor is a
-JSON file, by default ``studies/latency_predictor_<device>.json`` (next to the study stores).
+TARGET is ``preset:NAME``, ``timm:MODEL`` (measure only) or a genome JSON file. The predictor is
+the hybrid one (kernel sum x learned correction, ``evaluators.latency_predictor``), a JSON file, by
+default ``studies/latency_predictor_<device>.json`` (next to the study stores). Both ``calibrate``
+and ``predict`` print its error on held-out measurements: cross-validated (5-fold, out of fold) on
+the measurements it learned from, and with ``calibrate --holdout N`` on N more random genomes
+measured after the fit.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from typing import Any
@@ -51,6 +56,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     c.add_argument("--repeats", type=int, default=9)
     c.add_argument("--warmup", type=int, default=3)
     c.add_argument("--presets", action="store_true", help="also calibrate on every preset")
+    c.add_argument("--holdout", type=int, default=0,
+                   help="random genomes (another seed) measured after the fit to report its held-out error")
+    c.add_argument("--cache", metavar="URL", default=None,
+                   help="also learn from the whole-model measurements of this setting in a latency cache "
+                        "(a study store's URL: every latency its searches measured)")
     c.add_argument("--out", default=None, help="predictor JSON (default studies/latency_predictor_<device>.json)")
 
     q = sub.add_parser("predict", help="predict a genome's latency without running it")
@@ -88,7 +98,7 @@ def _measure(args: argparse.Namespace) -> int:
 
 def _calibrate(args: argparse.Namespace) -> int:
     from evaluators.latency import resolve_device
-    from evaluators.latency_predictor import LatencyPredictor, default_predictor_path
+    from evaluators.latency_predictor import HybridPredictor, default_predictor_path
     from evaluators.random_genomes import random_genome
     from nas.errors import NasError
 
@@ -97,6 +107,8 @@ def _calibrate(args: argparse.Namespace) -> int:
         raise NasError(f"--models must be at least 3 to fit the overhead, got {args.models}")
     if args.img_size % 32:
         raise NasError(f"--img-size must be a multiple of 32 (the default space's total stride), got {args.img_size}")
+    if args.holdout < 0:
+        raise NasError(f"--holdout must be >= 0, got {args.holdout}")
     import random
 
     rng = random.Random(args.seed)
@@ -111,36 +123,100 @@ def _calibrate(args: argparse.Namespace) -> int:
     def progress(i: int, spec: Any, ms: float) -> None:
         print(f"[{i + 1}/{len(specs)}] {ms:8.2f} ms  {spec.summary()[:90]}", file=sys.stderr)
 
-    pred = LatencyPredictor.calibrate(specs, device=dev.type, batch=args.batch, dtype=args.dtype,
-                                      threads=args.threads, warmup=args.warmup, repeats=args.repeats,
-                                      clock=args.clock, progress=progress)
+    pred = HybridPredictor.calibrate(specs, device=dev.type, batch=args.batch, dtype=args.dtype,
+                                     threads=args.threads, warmup=args.warmup, repeats=args.repeats,
+                                     clock=args.clock, progress=progress)
+    if args.cache:
+        from evaluators.latency import LatencyCache
+
+        rows = LatencyCache(args.cache).measurements(**pred.to_setting())
+        for spec, ms in rows:
+            pred.add_measurement(spec, ms)
+        print(f"learning from {len(rows)} cached measurement(s) of this setting in {args.cache}; "
+              f"measuring their kernels", file=sys.stderr)
+        pred.refit(measure_kernels=True)
+    if args.holdout:
+        _holdout(pred, random.Random(args.seed + 1), args)
     out = pred.save(args.out or default_predictor_path(dev.type))
     rep = pred.fit_report
     print(f"latency predictor for {pred.device} ({pred.device_name}): {rep['kernels']} kernels from {rep['models']} "
           f"models in {time.perf_counter() - t0:.0f} s; overhead a={pred.overhead[0]:.3f} "
-          f"b={pred.overhead[1]:.3f} ms/call c={pred.overhead[2]:.2f} ms; on the calibration models "
-          f"{rep['fit_within_10pct']:.0%} within 10% (median error {rep['fit_median_abs_err']:.1%}); saved to {out}")
+          f"b={pred.overhead[1]:.3f} ms/call c={pred.overhead[2]:.2f} ms; saved to {out}")
+    for line in error_lines(rep):
+        print(line)
     return 0
 
 
+def _holdout(pred: Any, rng: Any, args: argparse.Namespace) -> None:
+    """Measure ``args.holdout`` more random genomes (kernels first, as a search would) and put
+    the held-out errors of the hybrid and of the kernel sum into ``pred.fit_report``."""
+    import statistics
+
+    from evaluators.latency import measure_latency
+    from evaluators.random_genomes import random_genome
+
+    hyb, ker, inside = [], [], 0
+    for i in range(args.holdout):
+        spec = random_genome(rng, img_size=args.img_size)
+        pred.measure_kernels(spec)
+        iv = pred.predict_interval(spec)
+        m = measure_latency(spec, device=pred.device, batch=pred.batch, dtype=pred.dtype, threads=pred.threads,
+                            warmup=args.warmup, repeats=args.repeats, clock=pred.clock).median_ms
+        hyb.append(abs(iv.ms / m - 1))
+        ker.append(abs(iv.kernel_ms / m - 1))
+        inside += iv.lo <= m <= iv.hi
+        print(f"held out [{i + 1}/{args.holdout}] measured {m:8.2f} ms, hybrid {iv.ms / m - 1:+.1%}, "
+              f"kernel sum {iv.kernel_ms / m - 1:+.1%}", file=sys.stderr)
+    pred.fit_report["holdout"] = dict(
+        models=args.holdout, within_10pct=sum(e <= 0.1 for e in hyb) / len(hyb), median_abs_err=statistics.median(hyb),
+        within_10pct_kernel_sum=sum(e <= 0.1 for e in ker) / len(ker),
+        median_abs_err_kernel_sum=statistics.median(ker), interval_coverage=inside / len(hyb))
+
+
+def error_lines(rep: dict[str, Any]) -> list[str]:
+    """The predictor's held-out error, as printed by ``calibrate`` and ``predict``."""
+    lines = []
+    if "oof_within_10pct" in rep:
+        lines.append(f"held-out error, 5-fold cross-validated on its {rep['correction_models']} measurements: "
+                     f"hybrid {rep['oof_within_10pct']:.0%} within 10% (median {rep['oof_median_abs_err']:.1%}), "
+                     f"kernel sum {rep['oof_within_10pct_kernel_sum']:.0%} "
+                     f"(median {rep['oof_median_abs_err_kernel_sum']:.1%}); correction: {rep['correction']}; "
+                     f"{rep['coverage']:.0%} interval +-{100 * (math.exp(rep['interval_log_halfwidth']) - 1):.0f}%")
+    else:
+        lines.append(f"no held-out error yet: {rep.get('reason', 'no correction fitted')} "
+                     f"(predictions come without an interval)")
+    h = rep.get("holdout")
+    if h:
+        lines.append(f"held-out error on {h['models']} genomes measured after the fit: hybrid {h['within_10pct']:.0%} "
+                     f"within 10% (median {h['median_abs_err']:.1%}), kernel sum {h['within_10pct_kernel_sum']:.0%} "
+                     f"(median {h['median_abs_err_kernel_sum']:.1%}); interval held {h['interval_coverage']:.0%}")
+    return lines
+
+
 def _predict(args: argparse.Namespace) -> int:
-    from evaluators.latency_predictor import LatencyPredictor, default_predictor_path
+    from evaluators.latency_predictor import HybridPredictor, default_predictor_path
     from nas.commands.profile import resolve_target
     from nas.errors import NasError
 
     tgt = resolve_target(args.target, args.img_size, build=False)
     if tgt.spec is None:
         raise NasError("the predictor works on genomes (preset:NAME or a genome JSON file), not timm models")
-    pred = LatencyPredictor.load(args.predictor or default_predictor_path("cpu"))
+    pred = HybridPredictor.load(args.predictor or default_predictor_path("cpu"))
     t = time.perf_counter()
     d = pred.predict_detail(tgt.spec)
+    iv = pred.predict_interval(tgt.spec)
     dt = time.perf_counter() - t
     if args.json:
-        print(json.dumps(dict(target=tgt.label, latency_ms=d.ms, kernel_sum_ms=d.kernel_sum_ms, unseen_kernels=d.unseen,
-                              by_part=d.by_part, device=pred.device, device_name=pred.device_name, batch=pred.batch,
-                              predict_s=dt)))
+        print(json.dumps(dict(target=tgt.label, latency_ms=iv.ms, lo_ms=iv.lo if iv.known else None,
+                              hi_ms=iv.hi if iv.known else None, kernel_prediction_ms=iv.kernel_ms,
+                              kernel_sum_ms=d.kernel_sum_ms, unseen_kernels=d.unseen, by_part=d.by_part,
+                              device=pred.device, device_name=pred.device_name, batch=pred.batch,
+                              predictor_version=pred.version, fit_report=pred.fit_report, predict_s=dt)))
         return 0
-    print(f"{tgt.label}: predicted {d.ms:.2f} ms on {pred.device} ({pred.device_name}), batch {pred.batch}, "
-          f"{pred.threads} thread(s); {d.unseen} kernel(s) estimated by regression (not measured); "
-          f"predicted in {dt * 1e3:.1f} ms")
+    band = f" ({pred.coverage:.0%} interval {iv.lo:.2f}-{iv.hi:.2f} ms)" if iv.known else " (no interval yet)"
+    print(f"{tgt.label}: predicted {iv.ms:.2f} ms{band}, kernel sum {iv.kernel_ms:.2f} ms, on {pred.device} "
+          f"({pred.device_name}), batch {pred.batch}, {pred.threads} thread(s); {d.unseen} kernel(s) estimated "
+          f"by regression (not measured); predicted in {dt * 1e3:.1f} ms")
+    for line in error_lines(pred.fit_report):
+        print(line)
     return 0

@@ -22,7 +22,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, metavar="S", help="time budget in seconds (overrides the file)")
     p.add_argument("--storage", help="database URL (overrides the file), e.g. postgresql://user@host/db")
     p.add_argument("--backend", choices=("optuna", "ray"), help="search backend (overrides the file)")
-    p.add_argument("--sampler", choices=("nsga2", "tpe", "gp", "random"), help="sampler (overrides the file)")
+    from nas.samplers import SAMPLER_NAMES
+
+    p.add_argument("--sampler", choices=SAMPLER_NAMES, help="sampler (overrides the file)")
     p.add_argument("--workers", type=int, help="worker processes on this machine (optuna backend)")
     p.add_argument("--ray-address", metavar="ADDR", help="join an existing Ray cluster (ray backend)")
     p.add_argument("--seed", type=int, help="sampler seed (overrides the file)")
@@ -81,7 +83,7 @@ def prepare(spec: Any, heartbeat_s: float | None = None) -> tuple[Any, Any, Any]
     Returns ``(storage, study, evaluator)``; raises ``NasError`` (one line) on bad input.
     """
     from nas.backends.common import check_budget, create_or_load, record_presets
-    from nas.objective import TrialEvaluator
+    from nas.evaluator import TrialEvaluator
     from nas.store import HEARTBEAT_S, open_storage, study_names
 
     storage = open_storage(spec.storage, heartbeat_s=heartbeat_s or HEARTBEAT_S)

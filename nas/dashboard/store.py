@@ -300,9 +300,9 @@ class _TrialCache:
 
 def _attach_extras(rec: F.TrialRecord, system_attrs: dict[str, Any], params: dict[str, Any]) -> None:
     """Constraint values Optuna keeps as system attributes, and the sampled parameters."""
-    from optuna.study._constrained_optimization import _get_constraints_from_system_attrs
+    from nas.optuna_internals import constraints_from_system_attrs
 
-    rec.optuna_constraints = _get_constraints_from_system_attrs(system_attrs)  # type: ignore[attr-defined]
+    rec.optuna_constraints = constraints_from_system_attrs(system_attrs)  # type: ignore[attr-defined]
     rec.optuna_params = dict(params)  # type: ignore[attr-defined]
 
 
@@ -320,10 +320,13 @@ def load_trials_optuna(url: str, study_name: str, names: Sequence[str], *, reaso
         raise StoreError(f"cannot read study {study_name!r} from {redact(url)}: {_first_line(e)}"
                          + (f" (fast reader: {reason})" if reason else "")) from None
     out = []
-    for t in study.get_trials(deepcopy=False):
-        rec = F.record_from_trial(t, list(names))
-        _attach_extras(rec, t.system_attrs, t.params)
-        out.append(rec)
+    try:
+        for t in study.get_trials(deepcopy=False):
+            rec = F.record_from_trial(t, list(names))
+            _attach_extras(rec, t.system_attrs, t.params)
+            out.append(rec)
+    finally:
+        storage.engine.dispose()  # one storage per call: close its connections now, not at GC
     return out
 
 

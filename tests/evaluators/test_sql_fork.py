@@ -131,13 +131,16 @@ def test_fork_safe_engine_forgets_the_parents_connections(tmp_path):
     r, w = os.pipe()
 
     def work(_child: int) -> None:
+        from evaluators import sql
+
         same = engine.pool is parent_pool
+        kept = any(p is parent_pool for p in sql._INHERITED)  # never closed in the child
         with engine.connect() as c:
             c.execute(sa.text("select 1"))
-        os.write(w, b"same" if same else b"new")
+        os.write(w, b"same" if same else b"new" + (b",kept" if kept and parent_pool.checkedin() == 1 else b""))
 
     assert _run_children(work, n=1) == [0]
     os.close(w)
-    assert os.read(r, 16) == b"new"
+    assert os.read(r, 16) == b"new,kept"
     os.close(r)
     assert engine.pool is parent_pool and engine.pool.checkedin() == 1

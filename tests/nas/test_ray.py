@@ -1,6 +1,7 @@
 """The Ray Tune backend on a real local two-node Ray cluster (``ray.cluster_utils.Cluster``):
 trials land in the same SQLite study store as the Optuna backend's, ASHA's early-stopped trials
-keep their epoch count and stay off the front, and both nodes run trials."""
+are PRUNED with their epoch count (as the Optuna backend's pruned trials) and stay off the front,
+and both nodes run trials."""
 
 from __future__ import annotations
 
@@ -40,10 +41,13 @@ def test_ray_two_nodes_same_store_and_asha(tmp_path):
     recs = load_trials(url, "raytest")
     assert len(recs) == 6
     for r in recs:
-        assert r.state in ("COMPLETE", "FAIL"), r
+        assert r.state in ("COMPLETE", "PRUNED", "FAIL"), r
         assert r.genome and r.arch_id and r.flops and attrs.CODE_VERSION in r.user_attrs
         if r.state == "FAIL":
             assert r.failure
+        elif r.state == "PRUNED" and r.reused_from is None:  # stopped by ASHA, as Optuna records a pruned trial
+            assert 1 <= r.epochs < r.epoch_budget == 3 and r.failure.startswith("pruned: stopped by ASHA")
+            assert len(r.accuracy_per_epoch) == r.epochs and r.accuracy == r.accuracy_per_epoch[-1]
         elif r.feasible and r.reused_from is None:
             assert r.epoch_budget == 3 and 1 <= r.epochs <= 3
             assert len(r.accuracy_per_epoch) == r.epochs and r.accuracy == r.accuracy_per_epoch[-1]

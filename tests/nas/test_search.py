@@ -92,12 +92,9 @@ def test_resume_continues_with_the_named_sampler(tmp_path, capsys):
 
 
 def test_same_genome_is_trained_once(tmp_path):
-    text = tiny_study_text("dup", _url(tmp_path), trials=5)
-    # a space with exactly one genome
-    text = (text.replace('shapes = ["isotropic", "pyramid"]', 'shapes = ["isotropic"]')
-            .replace("patch_size = [2, 4]", "patch_size = [4]").replace('pos = ["none", "sincos"]', 'pos = ["none"]')
-            .replace("iso_depth = [1, 2]", "iso_depth = [1, 1]").replace("width = { low = 16, high = 32, step = 16 }", "width = [16, 16]")
-            .replace("[space.mixers.attention]\nnum_heads = [1, 2]\n", "").replace("[space.mixers.sepconv]\nkernel_size = [3]\n", ""))
+    from nas.testing import one_genome_study_text
+
+    text = one_genome_study_text("dup", _url(tmp_path), trials=5)  # a space with exactly one genome
     p = _write(tmp_path, text)
     assert main(["search", str(p), "--no-progress"]) == 0
     recs = load_trials(_url(tmp_path), "dup")
@@ -259,3 +256,138 @@ def test_objective_names_are_recorded_for_optuna_tools(tmp_path):
     make_tiny_study(url, "names", trials=2)
     study = optuna.load_study(study_name="names", storage=url)
     assert study.metric_names == ["accuracy", "flops"]
+
+
+def test_measured_objective_with_cheap_caps_is_complete_and_infeasible(tmp_path):
+    """Issue 13.3: a candidate over the FLOP cap of a study whose objective needs a measurement
+    (latency) ends COMPLETE and infeasible, with its constraint values, off every front."""
+    import math
+
+    url = _url(tmp_path)
+    text = tiny_study_text("lat", url, trials=5, sampler="random", objectives=("accuracy", "latency_ms"),
+                           max_flops="400K")
+    assert main(["search", str(_write(tmp_path, text)), "--no-progress"]) == 0
+    recs = load_trials(url, "lat")
+    over = [r for r in recs if r.flops > 400_000]
+    assert over and len(over) < len(recs)
+    for r in recs:
+        assert r.state == "COMPLETE", r.failure
+    for r in over:
+        assert r.feasible is False and r.constraints == {"max_flops": r.flops - 400_000}
+        assert r.values == {"accuracy": 0.0, "latency_ms": math.inf} and r.latency_ms is None
+        assert r.failure.startswith("over budget: flops")
+        study = optuna.load_study(study_name="lat", storage=url)
+        assert study.trials[r.number].constraints == {"max_flops": pytest.approx((r.flops - 400_000) / 400_000)}
+    front = pareto_front(recs, ["accuracy", "latency_ms"])
+    assert front and not {r.number for r in front} & {r.number for r in over}
+    assert all(r.latency_ms > 0 and r.values["latency_ms"] == r.latency_ms for r in recs if r.feasible)
+
+
+def test_resume_with_changed_caps_is_refused(tmp_path, capsys):
+    """Issue 13.4: feasibility is judged when a trial ends, so a resumed study keeps its caps;
+    a changed cap is refused in one line, as a changed space is, and nothing is run."""
+    url = _url(tmp_path)
+    p = _write(tmp_path, tiny_study_text("caps", url, trials=2, max_flops="8M"))
+    assert main(["search", str(p), "--no-progress"]) == 0
+    p.write_text(tiny_study_text("caps", url, trials=4, max_flops="150K"))
+    assert main(["search", str(p), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "'caps' in the store was run with another caps: max_flops 8M (file: 150K)" in err and "new name" in err
+    p.write_text(tiny_study_text("caps", url, trials=4, max_flops="8M").replace(
+        'max_flops = "8M"', 'max_flops = "8M"\nmax_params = "1M"'))
+    assert main(["search", str(p), "--no-progress"]) == 2
+    assert "another caps: max_params none (file: 1M)" in capsys.readouterr().err
+    assert len(load_trials(url, "caps")) == 2
+    p.write_text(tiny_study_text("caps", url, trials=3, max_flops="8M"))  # the same caps: resumes
+    assert main(["search", str(p), "--no-progress"]) == 0
+    assert len(load_trials(url, "caps")) == 3
+
+
+@pytest.mark.parametrize("pruner", ["median", "asha", "hyperband"])
+def test_pruners_first_prune_after_min_epochs(pruner):
+    """Issue 20.6: steps are 1-based epochs; ``min_epochs = 3`` first prunes after epoch 3."""
+    from nas.backends.optuna_backend import make_pruner
+    from nas.study import parse_study
+
+    text = tiny_study_text("p", objectives=("accuracy",), epochs=6).replace(
+        "batch_size = 32", f'batch_size = 32\nfidelity = {{ pruner = "{pruner}", min_epochs = 3 }}')
+    spec = parse_study(text.replace("epochs = 2", "epochs = 6"))
+    assert spec.evaluator.epochs == 6 and spec.evaluator.fidelity.min_epochs == 3
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(spec))
+
+    def run(level: float) -> int | None:  # the epoch after which the pruner stops the trial
+        trial = study.ask()
+        for epoch in range(1, 7):
+            trial.report(level + 0.01 * epoch, epoch)
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return epoch
+        study.tell(trial, level + 0.06)
+        return None
+
+    for level in (0.8, 0.85, 0.9):  # each better than the last: the references, never pruned
+        assert run(level) is None
+    assert run(0.1) == 3
+
+
+def test_pruning_respects_min_epochs_and_never_prunes_the_last_epoch(tmp_path):
+    """Issues 20.6 and 20.7: with ``min_epochs = 3`` of 4, a pruned trial trained exactly 3
+    epochs; with ``min_epochs`` = the budget, nothing is pruned: a trial that trained its
+    whole budget is a complete result, on the front."""
+    from nas.front import eligible
+
+    url = _url(tmp_path)
+    for name, min_epochs, epochs in (("p3", 3, 4), ("plast", 2, 2)):
+        text = tiny_study_text(name, url, trials=12, objectives=("accuracy",), sampler="random")
+        text = text.replace("batch_size = 32", f'batch_size = 32\nfidelity = {{ pruner = "median", min_epochs = {min_epochs} }}')
+        text = text.replace("epochs = 2", f"epochs = {epochs}")
+        assert main(["search", str(_write(tmp_path, text, f"{name}.toml")), "--no-progress"]) == 0
+    recs = load_trials(url, "p3")
+    pruned = [r for r in recs if r.state == "PRUNED" and r.reused_from is None]
+    assert pruned and all(r.epochs == 3 and r.epoch_budget == 4 and len(r.accuracy_per_epoch) == 3 for r in pruned)
+    recs = load_trials(url, "plast")
+    trained = [r for r in recs if r.feasible and r.reused_from is None]
+    assert trained and all(r.state == "COMPLETE" and r.epochs == r.epoch_budget == 2 for r in trained)
+    study = optuna.load_study(study_name="plast", storage=url)
+    import statistics
+
+    def below_median(t):  # what MedianPruner checks at step 2 (the last epoch) after its 3 startup trials
+        earlier = [u.intermediate_values[2] for u in study.trials[:t.number] if 2 in u.intermediate_values]
+        return len(earlier) >= 3 and t.intermediate_values[2] < statistics.median(earlier)
+
+    below = [t for t in study.trials if t.number in {r.number for r in trained} and below_median(t)]
+    assert below  # trials the median rule would have pruned at their last epoch: complete instead
+    assert {r.number for r in below} <= {r.number for r in eligible(recs, ["accuracy"])}
+
+
+def test_ray_asha_first_stops_after_min_epochs():
+    """Issue 20.6 on the Ray backend: ASHA's time is the 1-based epoch the trainable reports,
+    so ``min_epochs = 3`` first stops a trial after epoch 3 (never at the final epoch, which is
+    reported with the trial's result)."""
+    from types import SimpleNamespace
+
+    pytest.importorskip("ray.tune.schedulers")
+    from ray.tune.schedulers import TrialScheduler
+
+    from nas.backends.ray_backend import make_scheduler
+    from nas.study import parse_study
+
+    text = tiny_study_text("r", objectives=("accuracy",)).replace(
+        "batch_size = 32", 'batch_size = 32\nfidelity = { pruner = "asha", min_epochs = 3, reduction_factor = 3 }')
+    spec = parse_study(text.replace("epochs = 2", "epochs = 6")).replace(backend="ray")
+    sched = make_scheduler(spec)
+
+    def run(name: str, level: float) -> int | None:  # the epoch after which ASHA stops the trial
+        trial = SimpleNamespace(trial_id=name)
+        sched.on_trial_add(None, trial)
+        for epoch in range(1, 6):  # epochs 1..5 are reported as they end; the 6th with the result
+            if sched.on_trial_result(None, trial, {"epoch": epoch, "accuracy": level + 0.01 * epoch}) \
+                    == TrialScheduler.STOP:
+                return epoch
+        sched.on_trial_complete(None, trial, {"epoch": 6, "accuracy": level + 0.06})
+        return None
+
+    for i, level in enumerate((0.8, 0.85, 0.9)):  # each better than the last: never stopped
+        assert run(f"good{i}", level) is None
+    assert run("weak", 0.1) == 3

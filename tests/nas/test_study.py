@@ -82,7 +82,7 @@ def test_unknown_mixer_lists_registered_ones():
 def test_wrong_type_and_range_say_what_is_allowed():
     assert "'trials' must be an integer >= 1" in _err(tiny_study_text(trials=0))
     msg = _err(tiny_study_text(sampler="cmaes"))
-    assert "'sampler' must be one of nsga2, tpe, gp, random" in msg
+    assert "'sampler' must be one of evolution, evolution_plain, nsga2, tpe, gp, random" in msg
     msg = _err(tiny_study_text(max_flops="lots"))
     assert "max_flops" in msg and "50M" in msg
     msg = _err(tiny_study_text(objectives=("accuracy", "energy")))

@@ -64,3 +64,20 @@ def test_lookups_load_the_families_on_demand():
     before, after = out.stdout.split("\n")[:2]
     assert before == "False False"
     assert after == f"True {len(MIXERS)}"
+
+
+def test_first_lookup_before_timm_loads_every_family_and_registers_attnnas():
+    """The first lookup imports timm before any family: timm's import runs the project's timm
+    registration, which looks names up; inside a half-imported family (``channel_attention``, which
+    ``channel_attention_ext`` imports from) that failed and attnnas was never registered."""
+    code = ("import warnings; warnings.simplefilter('error')\n"
+            "import search_space, operators\n"
+            "n = len(operators.MIXERS)\n"
+            "import timm\n"
+            "timm.create_model('attnnas_deit_tiny')\n"
+            "print(n)\n")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300,
+                         env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == str(len(MIXERS))
