@@ -86,6 +86,19 @@ def _norm_objectives(objectives: Objectives) -> list[tuple[str, str]]:
     return out
 
 
+def _summary(genome: Any, stored: Any) -> Any:
+    """The summary of the trial's genome as ``ArchSpec.summary()`` writes it now (one that tells
+    any two networks apart), else the stored one (no genome, or one that does not parse)."""
+    from search_space.genome import summary_of_json
+
+    if isinstance(genome, str):
+        try:
+            return summary_of_json(genome)
+        except (ValueError, TypeError, KeyError):
+            pass
+    return stored
+
+
 def record_from_trial(t: Any, objective_names: Sequence[str]) -> TrialRecord:
     """A ``TrialRecord`` from an Optuna ``FrozenTrial``."""
     ua = dict(t.user_attrs)
@@ -99,7 +112,7 @@ def record_from_trial(t: Any, objective_names: Sequence[str]) -> TrialRecord:
 
     return TrialRecord(
         number=t.number, state=t.state.name, values=values, genome=ua.get(attrs.GENOME), arch_id=ua.get(attrs.ARCH_ID),
-        summary=ua.get(attrs.SUMMARY), accuracy=num(attrs.ACCURACY), flops=num(attrs.FLOPS, int),
+        summary=_summary(ua.get(attrs.GENOME), ua.get(attrs.SUMMARY)), accuracy=num(attrs.ACCURACY), flops=num(attrs.FLOPS, int),
         params=num(attrs.PARAMS, int), latency_ms=num(attrs.LATENCY_MS), latency_device=ua.get(attrs.LATENCY_DEVICE),
         accuracy_per_epoch=list(ua.get(attrs.ACCURACY_PER_EPOCH) or []), epochs=num(attrs.EPOCHS, int),
         epoch_budget=num(attrs.EPOCH_BUDGET, int), feasible=ua.get(attrs.FEASIBLE),

@@ -248,12 +248,53 @@ class ArchSpec:
         return grids
 
     def summary(self) -> str:
-        """One line, e.g. ``patchify16 | attention x12 @192 [abs] | avg``."""
-        parts = [f"{self.stem.kind}{self.stem.patch_size}"]
-        for s in self.stages:
-            pos = f" [{s.pos}]" if s.pos != "none" else ""
-            parts.append(f"{s.mixer} x{s.depth} @{s.dim}{pos}")
-        parts.append(self.head.pool + (f"+mlp{self.head.mlp_ratio:g}" if self.head.mlp_ratio else ""))
+        """One line that tells any two different networks apart, e.g.
+        ``patchify4 | sepconv x1 @16 | window(h2,w4) x2 @32 [rel_bias, mlp2] | avg | 32px 10cls``.
+
+        Written from ``canonical()``, so it is injective over canonical genomes (distinct
+        ``arch_id`` <=> distinct summary): every field and knob that differs from its default is
+        shown, compactly. Stem ``{kind}{patch_size}(knobs)``; per stage
+        ``{mixer}(knobs) x{depth} @{dim}`` and, in brackets, the position encoding and
+        ``{mlp}{mlp_ratio}`` (when either is not ``mlp``/4), ``ds={downsample}``, ``ls={layer_scale}``,
+        ``ca={channel_attn}``; the head ``{pool}+mlp{ratio}+drop{rate}``; then the input
+        (``{H}px`` or ``{H}x{W}px``, ``{in_chans}ch``, ``{num_classes}cls``) when not 224/3/1000.
+        Knobs: ``num_heads`` -> ``h``, ``window_size`` -> ``w``, ``kernel_size`` -> ``k`` before a
+        number, other numbers as ``name=value``, a bool as ``name`` (True) or ``no_name`` (False).
+        """
+        from operators import MIXERS, STEMS
+
+        spec = self.canonical()
+        stem = spec.stem
+        parts = [f"{stem.kind}{stem.patch_size}"
+                 + _knob_text(stem.knobs, STEMS.get(stem.kind).knobs() if stem.kind in STEMS else {})]
+        for s in spec.stages:
+            known = MIXERS.get(s.mixer).knobs() if s.mixer in MIXERS else {}
+            extras = []
+            if s.pos != "none":
+                extras.append(s.pos)
+            if s.mlp != _STAGE_DEFAULTS["mlp"] or s.mlp_ratio != _STAGE_DEFAULTS["mlp_ratio"]:
+                extras.append(f"{s.mlp}{_num(s.mlp_ratio)}")
+            if s.downsample != _STAGE_DEFAULTS["downsample"]:
+                extras.append(f"ds={s.downsample}")
+            if s.layer_scale is not None:
+                extras.append(f"ls={_num(s.layer_scale)}")
+            if s.channel_attn != _STAGE_DEFAULTS["channel_attn"]:
+                extras.append(f"ca={s.channel_attn}")
+            tail = f" [{', '.join(extras)}]" if extras else ""
+            parts.append(f"{s.mixer}{_knob_text(s.mixer_knobs, known)} x{s.depth} @{s.dim}{tail}")
+        head = spec.head
+        parts.append(head.pool + (f"+mlp{_num(head.mlp_ratio)}" if head.mlp_ratio else "")
+                     + (f"+drop{_num(head.drop_rate)}" if head.drop_rate else ""))
+        inputs = []
+        if spec.img_size != 224:
+            h, w = spec.img_hw
+            inputs.append(f"{h}px" if h == w else f"{h}x{w}px")
+        if spec.in_chans != 3:
+            inputs.append(f"{spec.in_chans}ch")
+        if spec.num_classes != 1000:
+            inputs.append(f"{spec.num_classes}cls")
+        if inputs:
+            parts.append(" ".join(inputs))
         return " | ".join(parts)
 
     def replace(self, **changes: Any) -> ArchSpec:
@@ -263,6 +304,48 @@ class ArchSpec:
         """Raise ``ValueError`` naming the field and the allowed values; return self if valid."""
         _validate(self)
         return self
+
+
+_STAGE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(StageSpec)}
+# short names for the commonest numeric knobs in summaries (``window(h2,w4)``)
+_KNOB_ABBREV = {"num_heads": "h", "window_size": "w", "kernel_size": "k"}
+
+
+def _num(v: Any) -> str:
+    """A number as summaries write it: ints as is, floats by their shortest round-tripping
+    ``repr`` without a trailing ``.0`` (``4.0`` -> ``4``, ``1e-05`` -> ``1e-05``)."""
+    if isinstance(v, float):
+        text = repr(v)
+        return text[:-2] if text.endswith(".0") else text
+    return str(v)
+
+
+def _knob_text(knobs: Knobs, known: dict[str, Any]) -> str:
+    """``(h2,w4,no_shift)``: the knobs whose value differs from the operator's default
+    (``known``: name -> ``operators.base.Knob``; a knob it does not name is always shown), in
+    name order; empty when all are at their defaults."""
+    names = {k for k, _ in knobs}
+    out = []
+    for k, v in knobs:
+        if k in known and v == known[k].default and type(v) is type(known[k].default):
+            continue
+        if isinstance(v, bool):
+            out.append(k if v else f"no_{k}")
+        elif isinstance(v, (int, float)):
+            short = _KNOB_ABBREV.get(k)
+            out.append(f"{short}{_num(v)}" if short and short not in names else f"{k}={_num(v)}")
+        elif isinstance(v, tuple):
+            out.append(f"{k}=({','.join(_num(x) for x in v)})")
+        else:
+            out.append(f"{k}={v!r}" if v is None else f"{k}={v}")
+    return f"({','.join(out)})" if out else ""
+
+
+@functools.lru_cache(maxsize=65536)
+def summary_of_json(genome: str) -> str:
+    """``ArchSpec.from_json(genome).summary()``, cached: what every view of a stored trial
+    shows (rather than the summary stored with it, which an older version may have written)."""
+    return ArchSpec.from_json(genome).summary()
 
 
 def _filled_knobs(known: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:

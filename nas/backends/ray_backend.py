@@ -225,6 +225,10 @@ def run(spec: StudySpec, *, target: int | None, show_progress: bool = True, hear
             kw["address"] = spec.ray.address
         else:
             kw.setdefault("include_dashboard", False)
+            # a new local cluster gets token authentication (Ray's default, the secure one) and Ray
+            # warns that it chose it, every run: that one logger is kept to errors. (Setting
+            # RAY_AUTH_MODE here instead is too late: ray has read its config at import.)
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
         ray.init(**kw)
@@ -240,6 +244,11 @@ def run(spec: StudySpec, *, target: int | None, show_progress: bool = True, hear
 
         on_trial_error = on_trial_complete
 
+    # Tune's automatic loggers are off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS) but the JSON one is
+    # kept: fit() ends by reading each trial's result.json into its ResultGrid, and without it
+    # prints "FileNotFoundError: Could not fetch metrics" once per trial after a good run
+    from ray.tune.logger import JsonLoggerCallback
+
     interrupted = False
     try:
         tuner = tune.Tuner(
@@ -248,7 +257,7 @@ def run(spec: StudySpec, *, target: int | None, show_progress: bool = True, hear
                                         max_concurrent_trials=spec.ray.max_concurrent,
                                         time_budget_s=spec.timeout_s),
             run_config=tune.RunConfig(name=f"{spec.name}-{int(time.time())}", storage_path=str(runs), verbose=0,
-                                      callbacks=[_ProgressCallback()]),
+                                      callbacks=[_ProgressCallback(), JsonLoggerCallback()]),
         )
         tuner.fit()
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ from nas.dashboard import data as D
 from nas.dashboard import figures as FIG
 
 TICK_MS = 2000
+REFERENCE_WAIT_S = 120  # the server waits at most this long for reference costs before serving
 PAGE_SIZE = 25
 TABLE_COLUMNS = [
     ("number", "trial"), ("state", "state"), ("category", "category"), ("feasible", "feasible"),
@@ -28,6 +29,9 @@ TABLE_COLUMNS = [
     ("summary", "genome"),
 ]
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+DETAIL_PROMPT = ("Click a point on the plot or a row of the table to see that trial's stages, per-stage costs, "
+                 "learning curve and export command.")
+HIDDEN = {"display": "none"}
 
 
 class DashboardState:
@@ -92,28 +96,35 @@ class DashboardState:
             self._start_reference_count(data.info)
             return data
 
-    def reference_names(self, info: D.StudyInfo) -> list[str]:
-        return list(self.references) if self.references is not None else D.default_references(info)
+    def reference_names(self, info: D.StudyInfo, records=()) -> list[str]:
+        """``--references`` if given, else the few nearest the study's budget (``default_references``)."""
+        return list(self.references) if self.references is not None else D.default_references(info, records)
 
-    def _start_reference_count(self, info: D.StudyInfo) -> None:
-        """Count the reference models' costs in the background (seconds per timm model)."""
+    def warm_references(self) -> list[threading.Thread]:
+        """Count every study's reference costs in the background (seconds per timm model the
+        first time, then from the disk cache), started with the server so the page has them
+        from its first view; the threads, for ``serve`` to wait on."""
+        return [t for info in self.studies() if (t := self._start_reference_count(info)) is not None]
+
+    def _start_reference_count(self, info: D.StudyInfo) -> threading.Thread | None:
         if not self.count_references:
-            return
-        names = self.reference_names(info)
-        key = (info.name, info.img_size, tuple(names))
+            return None
+        names = list(dict.fromkeys(D.reference_candidates(info) + list(self.references or [])))
+        key = (info.name, info.img_size, info.num_classes, tuple(names))
         if key in self._ref_threads:
-            return
+            return self._ref_threads[key]
 
         def work() -> None:
             for n in names:
                 try:
-                    D.reference_points(info, [], [n])
+                    D.warm_references(info, [n])
                 except Exception:  # shown as unavailable on the page
                     logging.getLogger(__name__).exception("counting %s", n)
 
         t = threading.Thread(target=work, name=f"refs-{info.name}", daemon=True)
         self._ref_threads[key] = t
         t.start()
+        return t
 
     def importance(self, data: D.StudyData) -> list[dict[str, Any]]:
         """fANOVA importance, recomputed when the number of evaluated trials grew by 10%."""
@@ -167,20 +178,23 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
                 html.Label("references"), dcc.Dropdown(id="refs", multi=True, style={"minWidth": "380px"}),
             ], className="controls"),
             html.Div(id="status", className="status"),
-            dcc.Graph(id="pareto", config={"displaylogo": False}),
+            dcc.Graph(id="pareto", config={"displaylogo": False}, figure=FIG.message_figure("reading the study ...")),
             html.Div(dcc.Graph(id="pareto3d"), id="pareto3d-box"),
             html.Div([
                 html.H3("Selected architecture"),
-                html.Div("Click a point or a table row.", id="detail-hint"),
-                html.Div(id="detail-box", children=[
+                html.Div(DETAIL_PROMPT, id="detail-hint"),
+                # hidden until a trial is selected: no empty axes before the first click
+                html.Div(id="detail-box", style=HIDDEN, children=[
                     html.Button("measure per-stage latency (CPU, batch 1)", id="measure-latency", n_clicks=0),
                     dcc.Loading(dcc.Graph(id="arch")), dcc.Graph(id="curve"),
                     html.Pre(id="export-cmd", className="cmd"),
                 ]),
             ], id="detail"),
-            dcc.Graph(id="hv"),
-            dcc.Graph(id="composition"),
-            dcc.Graph(id="importance"),
+            # a sentence, not empty axes, until each view's data arrives
+            dcc.Graph(id="hv", figure=FIG.message_figure("computing the hypervolume ...", height=250)),
+            dcc.Graph(id="composition", figure=FIG.message_figure("counting what the front is made of ...", height=250)),
+            dcc.Graph(id="importance", figure=FIG.message_figure("computing feature importance (fANOVA) ...",
+                                                                 height=250)),
             html.H3("Trials"),
             html.Div([
                 html.Label("state"), dcc.Dropdown(id="state-filter", multi=True, style={"minWidth": "250px"},
@@ -191,7 +205,7 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
             dash_table.DataTable(
                 id="table", columns=[{"name": n, "id": c} for c, n in TABLE_COLUMNS], page_current=0,
                 page_size=PAGE_SIZE, page_action="custom", sort_action="custom", sort_mode="single", sort_by=[],
-                style_table={"overflowX": "auto"}, style_cell={"fontSize": 12, "maxWidth": "420px",
+                tooltip_duration=None, style_table={"overflowX": "auto"}, style_cell={"fontSize": 12, "maxWidth": "420px",
                                                                "overflow": "hidden", "textOverflow": "ellipsis"},
                 style_data_conditional=[{"if": {"filter_query": '{category} = "front"'},
                                          "backgroundColor": "#fde0dd"}]),
@@ -223,10 +237,14 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
             info = None
         if info is None:
             return [], []
-        names = state.reference_names(info)
+        try:
+            records = state.data(name).records
+        except D.StoreError:
+            records = []
+        names = state.reference_names(info, records)
         from search_space import PRESETS
 
-        options = sorted(set(names) | {f"preset:{p}" for p in PRESETS} | {f"timm:{m}" for m in D.DEFAULT_TIMM_REFERENCES})
+        options = sorted(set(names) | set(D.reference_candidates(info)) | {f"preset:{p}" for p in PRESETS})
         return options, names
 
     @app.callback(Output("pareto", "figure"), Output("pareto3d", "figure"), Output("pareto3d-box", "style"),
@@ -263,17 +281,21 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
         except D.StoreError as e:
             return FIG.message_figure(str(e), height=250)
 
-    @app.callback(Output("table", "data"), Output("table", "page_count"), Input("version", "data"),
+    @app.callback(Output("table", "data"), Output("table", "page_count"), Output("table", "tooltip_data"),
+                  Input("version", "data"),
                   Input("table", "page_current"), Input("table", "page_size"), Input("table", "sort_by"),
                   Input("state-filter", "value"), Input("feasible-filter", "value"), State("study", "value"))
     def table(_version, page, size, sort_by, states, feas, name):
         try:
             data = get_data(name)
         except D.StoreError:
-            return [], 1
+            return [], 1, []
         rows = table_rows(data.rows, states=states, feasible=feas, sort_by=sort_by)
         size = size or PAGE_SIZE
-        return rows[page * size:(page + 1) * size], max(1, -(-len(rows) // size))
+        shown = rows[page * size:(page + 1) * size]
+        # the genome column is cut at the cell's width: its whole summary on hover
+        tips = [{"summary": {"value": r.get("summary") or "", "type": "text"}} for r in shown]
+        return shown, max(1, -(-len(rows) // size)), tips
 
     @app.callback(Output("selected", "data"), Input("pareto", "clickData"), Input("pareto3d", "clickData"),
                   Input("table", "active_cell"), State("table", "data"))
@@ -290,7 +312,7 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
         raise PreventUpdate
 
     @app.callback(Output("arch", "figure"), Output("curve", "figure"), Output("export-cmd", "children"),
-                  Output("detail-hint", "children"), Input("selected", "data"), Input("measure-latency", "n_clicks"),
+                  Output("detail-hint", "children"), Output("detail-box", "style"), Input("selected", "data"), Input("measure-latency", "n_clicks"),
                   State("study", "value"))
     def detail(number, _clicks, name):
         if number is None:
@@ -299,10 +321,10 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
         try:
             data = get_data(name)
         except D.StoreError as e:
-            return FIG.message_figure(str(e)), FIG.message_figure(""), "", str(e)
+            return dash.no_update, dash.no_update, "", str(e), HIDDEN
         rec = data.record(number)
         if rec is None:
-            return FIG.message_figure(f"no trial {number}"), FIG.message_figure(""), "", f"no trial {number}"
+            return dash.no_update, dash.no_update, "", f"no trial {number}", HIDDEN
         try:
             arch = D.architecture(rec, study_name=name, storage_url=storage_url, compute=True,
                                   img_size=data.info.img_size, measure_latency=measure)
@@ -312,7 +334,7 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
         hint = f"trial {number} ({rec.state}); " + ", ".join(f"{k} {FIG._fmt(k, v)}" for k, v in rec.values.items())
         if arch.get("error"):
             hint += f" (per-stage costs unavailable: {arch['error']})"
-        return FIG.architecture_figure(arch), FIG.learning_curve_figure(arch), arch["export_command"], hint
+        return FIG.architecture_figure(arch), FIG.learning_curve_figure(arch), arch["export_command"], hint, {}
 
     return app
 
@@ -384,6 +406,13 @@ def serve(storage_url: str, *, host: str = "127.0.0.1", port: int = 8050, study:
     if warning:
         print(warning, file=sys.stderr)
     app = create_app(storage_url, study=study, references=references, count_references=count_references)
+    threads = app.server.config["NAS_STATE"].warm_references()
+    if threads and any(t.is_alive() for t in threads):
+        print(f"nas dashboard: counting reference models' costs (once; cached in {D.reference_cache_path()}) ...",
+              file=sys.stderr)
+        deadline = time.monotonic() + REFERENCE_WAIT_S
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     print(f"nas dashboard: http://{host}:{port}/  (store {D.redact(storage_url)}, read-only)", file=sys.stderr)
     app.run(host=host, port=port, debug=False)

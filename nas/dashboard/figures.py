@@ -46,7 +46,7 @@ def _fmt(name: str, v: Any) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
     if name in ("flops", "params"):
-        return f"{v / 1e9:.3g} G" if v >= 1e9 else f"{v / 1e6:.3g} M"
+        return f"{v / 1e9:.3g} G" if v >= 1e9 else (f"{v / 1e6:.3g} M" if v >= 1e6 else f"{v / 1e3:.3g} K")
     if name == "accuracy":
         return f"{100 * v:.2f}%"
     return f"{v:.4g}"
@@ -92,7 +92,7 @@ def pareto_figure(rows: Sequence[dict[str, Any]], front2d: Sequence[dict[str, An
         fig.add_trace(go.Scatter(x=[p[x] for p in front2d], y=[p[y] for p in front2d], mode="lines",
                                  line={"color": "#d62728", "width": 1.5, "shape": "hv"}, hoverinfo="skip",
                                  name=f"front of {x} vs {y}", meta={"category": "front-line"}))
-    _add_references(fig, references, x, y)
+    _add_references(fig, references, x, y, [(coord(r, x), coord(r, y)) for r in pts])
     fig.update_layout(
         title=title or f"{AXIS_LABELS.get(y, y)} vs {AXIS_LABELS.get(x, x)}",
         xaxis_title=_axis_title(x), yaxis_title=_axis_title(y), template="plotly_white", height=520,
@@ -115,33 +115,92 @@ def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _add_references(fig: go.Figure, refs: Sequence[dict[str, Any]], x: str, y: str) -> None:
-    for kind, symbol, color in (("preset", "diamond", "#2ca02c"), ("timm", "star", "#9467bd")):
-        sub = [r for r in refs if r.get("kind") == kind]
-        both = [r for r in sub if _num(r.get(x)) and _num(r.get(y))]
-        if both:
+REF_COLORS = ["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+REF_SYMBOLS = {"preset": "diamond", "timm": "star"}
+LABEL_GAP = 0.025  # two reference labels closer than this fraction of the axis share a tier
+
+
+def label_tiers(positions: Sequence[float], *, gap: float = LABEL_GAP, tiers: int = 2) -> list[int | None]:
+    """Lay out labels along one axis so they do not collide: ``positions`` are fractions of the
+    axis (0..1); each label gets the first tier (0, 1, ...) whose previous label is at least
+    ``gap`` away, or None (no room: the legend names it), in the input order."""
+    last: list[float | None] = [None] * tiers
+    out: list[int | None] = [None] * len(positions)
+    for i in sorted(range(len(positions)), key=lambda i: positions[i]):
+        for t in range(tiers):
+            if last[t] is None or positions[i] - last[t] >= gap:
+                out[i], last[t] = t, positions[i]
+                break
+    return out
+
+
+def _axis_fraction(values: Sequence[float], log: bool):
+    """A function from a value to its fraction of the axis spanned by ``values``."""
+    vals = [math.log10(v) if log else v for v in values if _num(v) and (v > 0 or not log)]
+    lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
+    span = (hi - lo) or 1.0
+    return lambda v: ((math.log10(v) if log else v) - lo) / span
+
+
+def _wrap(summary: str, width: int = 110) -> str:
+    """A long genome summary broken at its ``" | "`` separators into lines of about ``width``."""
+    lines, cur = [], ""
+    for part in summary.split(" | "):
+        if cur and len(cur) + 3 + len(part) > width:
+            lines.append(cur + " |")
+            cur = part
+        else:
+            cur = f"{cur} | {part}" if cur else part
+    return "<br>".join(lines + [cur])
+
+
+def _add_references(fig: go.Figure, refs: Sequence[dict[str, Any]], x: str, y: str,
+                    pts: Sequence[tuple[float, float]] = ()) -> None:
+    """Each reference in its own colour with a legend entry (name, kind, cost): a marker where its
+    accuracy on this study's recipe is known, else a dotted line at its cost with a short label
+    laid out by ``label_tiers`` (bottom, then top; none when both are taken)."""
+    drawn = [r for r in refs if _num(r.get(x)) or _num(r.get(y))]
+    lines = []
+    for i, r in enumerate(drawn):
+        color = REF_COLORS[i % len(REF_COLORS)]
+        kind = r.get("kind") or "reference"
+        if _num(r.get(x)) and _num(r.get(y)):
             fig.add_trace(go.Scatter(
-                x=[r[x] for r in both], y=[r[y] for r in both], mode="markers+text", text=[r["label"] for r in both],
-                textposition="top center", textfont={"size": 10, "color": color},
-                marker={"symbol": symbol, "size": 12, "color": color, "line": {"width": 1, "color": "black"}},
-                name=f"{kind} references", hovertext=[f"{r['name']}<br>{x}: {_fmt(x, r[x])}<br>{y}: {_fmt(y, r[y])}"
-                                                      for r in both],
-                hoverinfo="text", meta={"category": f"ref-{kind}"}))
-        # a cost is known but the accuracy was not measured with this study's recipe
-        for r in sub:
-            if r in both:
-                continue
-            # (annotations are placed by hand: plotly puts a line's own annotation wrongly on log axes)
-            text = f"{r['label']} (accuracy not evaluated)"
-            if y == "accuracy" and _num(r.get(x)):
-                fig.add_vline(x=r[x], line={"dash": "dot", "color": color, "width": 1})
-                fig.add_annotation(x=math.log10(r[x]) if x in LOG_AXES else r[x], y=0, xref="x", yref="paper",
-                                   text=text, textangle=-90, showarrow=False, xanchor="right", yanchor="bottom",
-                                   font={"size": 10, "color": color})
-            elif x == "accuracy" and _num(r.get(y)):
-                fig.add_hline(y=r[y], line={"dash": "dot", "color": color, "width": 1})
-                fig.add_annotation(y=math.log10(r[y]) if y in LOG_AXES else r[y], x=0, xref="paper", yref="y",
-                                   text=text, showarrow=False, xanchor="left", yanchor="bottom",
+                x=[r[x]], y=[r[y]], mode="markers", legendgroup="references",
+                marker={"symbol": REF_SYMBOLS.get(kind, "square"), "size": 12, "color": color,
+                        "line": {"width": 1, "color": "black"}},
+                name=f"{r['label']} ({kind}): {_fmt(x, r[x])}, {_fmt(y, r[y])}",
+                hovertext=[f"{r['name']}<br>{x}: {_fmt(x, r[x])}<br>{y}: {_fmt(y, r[y])}"], hoverinfo="text",
+                meta={"category": f"ref-{kind}", "reference": r["name"]}))
+        elif y == "accuracy" and _num(r.get(x)) or x == "accuracy" and _num(r.get(y)):
+            axis = x if y == "accuracy" else y
+            lines.append((r, axis, color))
+            fig.add_trace(go.Scatter(  # the legend entry of a dotted line (shapes have none)
+                x=[None], y=[None], mode="lines", line={"dash": "dot", "color": color, "width": 1.5},
+                legendgroup="references", name=f"{r['label']} ({kind}): {_fmt(axis, r[axis])}, accuracy not evaluated",
+                meta={"category": f"ref-{kind}", "reference": r["name"]}))
+    if not lines:
+        return
+    vertical = y == "accuracy"
+    along = x if vertical else y
+    coords = [p[0] if vertical else p[1] for p in pts] + [r[along] for r, _, _ in lines]
+    frac = _axis_fraction(coords, along in LOG_AXES)
+    tiers = label_tiers([frac(r[along]) for r, _, _ in lines])
+    for (r, axis, color), tier in zip(lines, tiers):
+        v = r[axis]
+        # (annotations are placed by hand: plotly puts a line's own annotation wrongly on log axes)
+        pos = math.log10(v) if axis in LOG_AXES else v
+        if vertical:
+            fig.add_vline(x=v, line={"dash": "dot", "color": color, "width": 1.5})
+            if tier is not None:
+                fig.add_annotation(x=pos, y=0 if tier == 0 else 1, xref="x", yref="paper", text=r["label"],
+                                   textangle=-90, showarrow=False, xanchor="right",
+                                   yanchor="bottom" if tier == 0 else "top", font={"size": 10, "color": color})
+        else:
+            fig.add_hline(y=v, line={"dash": "dot", "color": color, "width": 1.5})
+            if tier is not None:
+                fig.add_annotation(y=pos, x=0 if tier == 0 else 1, xref="paper", yref="y", text=r["label"],
+                                   showarrow=False, xanchor="left" if tier == 0 else "right", yanchor="bottom",
                                    font={"size": 10, "color": color})
 
 
@@ -202,20 +261,26 @@ def composition_figure(comp: Sequence[dict[str, Any]]) -> go.Figure:
     return fig
 
 
-def importance_figure(imp: Sequence[dict[str, Any]]) -> go.Figure:
-    """Optuna's parameter importance (fANOVA), one group of bars per objective."""
+def importance_figure(imp: Sequence[dict[str, Any]], *, top: int = 15) -> go.Figure:
+    """fANOVA importance of genome features (``nas.dashboard.importance``), one group of bars per
+    objective; the ``top`` features by their largest importance over the objectives."""
     if not imp:
-        return message_figure("parameter importance needs at least two evaluated trials with varying parameters",
+        return message_figure("feature importance needs at least two evaluated trials whose genomes differ",
                               height=250)
     objectives = list(dict.fromkeys(i["objective"] for i in imp))
-    params = list(dict.fromkeys(i["param"] for i in sorted(imp, key=lambda i: -i["importance"])))
+    best: dict[str, float] = {}
+    for i in imp:
+        best[i["param"]] = max(best.get(i["param"], 0.0), i["importance"])
+    params = sorted(best, key=lambda p: -best[p])[:top]
     fig = go.Figure()
     for o in objectives:
         vals = {i["param"]: i["importance"] for i in imp if i["objective"] == o}
         fig.add_trace(go.Bar(y=params[::-1], x=[vals.get(p, 0.0) for p in params[::-1]], orientation="h", name=o))
-    fig.update_layout(barmode="group", template="plotly_white", title="Parameter importance per objective (fANOVA)",
+    shown = "" if len(best) <= top else f" (top {top} of {len(best)})"
+    fig.update_layout(barmode="group", template="plotly_white",
+                      title=f"What matters: importance of genome features per objective (fANOVA){shown}",
                       xaxis_title="importance (sums to 1 per objective)",
-                      height=max(250, 60 + 22 * len(params) * len(objectives)), margin={"l": 160, "r": 20, "t": 50, "b": 40})
+                      height=max(250, 60 + 22 * len(params) * len(objectives)), margin={"l": 220, "r": 20, "t": 50, "b": 40})
     return fig
 
 
@@ -253,8 +318,10 @@ def architecture_figure(arch: dict[str, Any]) -> go.Figure:
                              hovertext=[f"{name}: {(v or 0) / scale:.4g} {unit}" for v in vals], hoverinfo="text"),
                       row=1, col=2)
     fig.update_yaxes(tickformat=".0%", title_text="share of the stages' total", row=1, col=2)
-    fig.update_layout(template="plotly_white", height=320, title=f"trial {arch['number']}: {arch.get('summary') or ''}",
-                      margin={"l": 20, "r": 20, "t": 70, "b": 30}, legend={"orientation": "h", "y": -0.15},
+    title = f"trial {arch['number']}: {_wrap(arch.get('summary') or '')}"
+    extra = 24 * title.count("<br>")
+    fig.update_layout(template="plotly_white", height=320 + extra, title=title,
+                      margin={"l": 20, "r": 20, "t": 70 + extra, "b": 30}, legend={"orientation": "h", "y": -0.15},
                       barmode="group")
     return fig
 

@@ -8,6 +8,7 @@ and in a JSON file under ``~/.cache/attention-nas`` (``$NAS_CACHE_DIR``), never 
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from nas import attrs as A
 from nas import front as F
 from nas.dashboard.store import StudyInfo, _first_line
 
+DEFAULT_REFERENCE_COUNT = 4  # references shown by default: the ones nearest the study's budget
 DEFAULT_TIMM_REFERENCES = ("resnet18", "resnet50", "mobilenetv3_large_100", "efficientnet_b0", "convnext_tiny")
 
 
@@ -33,7 +35,8 @@ def cached_reference_count() -> int:
     return len(_REF_MEMO)
 
 
-def _ref_cache_path() -> Path:
+def reference_cache_path() -> Path:
+    """``$NAS_CACHE_DIR/reference_costs.json`` (default ``~/.cache/attention-nas/``)."""
     base = os.environ.get("NAS_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
                                                            os.path.expanduser("~/.cache"), "attention-nas")
     return Path(base) / "reference_costs.json"
@@ -48,7 +51,7 @@ def reference_cost(name: str, img_size: int, num_classes: int = 1000) -> dict[st
     with _REF_LOCK:
         if key in _REF_MEMO:
             return _REF_MEMO[key]
-        path = _ref_cache_path()
+        path = reference_cache_path()
         try:
             disk = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -60,7 +63,7 @@ def reference_cost(name: str, img_size: int, num_classes: int = 1000) -> dict[st
     with _REF_LOCK:
         _REF_MEMO[key] = cost
         try:
-            path = _ref_cache_path()
+            path = reference_cache_path()
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 disk = json.loads(path.read_text())
@@ -104,8 +107,9 @@ def _count_reference(name: str, img_size: int, num_classes: int) -> dict[str, An
         return {"name": name, "error": _first_line(e)}
 
 
-def default_references(info: StudyInfo) -> list[str]:
-    """The presets the study names (``[presets] names``), else every preset, plus a few timm models."""
+def reference_candidates(info: StudyInfo) -> list[str]:
+    """Every reference the page offers first: the presets the study names (``[presets] names``),
+    else every preset, plus a few timm models (``DEFAULT_TIMM_REFERENCES``)."""
     spec = info.spec
     names = list(((spec.get("presets") or {}).get("names")) or spec.get("references") or [])
     out = [n if ":" in n else f"preset:{n}" for n in names]
@@ -113,7 +117,42 @@ def default_references(info: StudyInfo) -> list[str]:
         from search_space import PRESETS
 
         out = [f"preset:{n}" for n in PRESETS]
-    return out + [f"timm:{m}" for m in DEFAULT_TIMM_REFERENCES]
+    return out + [f"timm:{m}" for m in DEFAULT_TIMM_REFERENCES if f"timm:{m}" not in out]
+
+
+def study_budget_flops(info: StudyInfo, records: Sequence[F.TrialRecord] = ()) -> float | None:
+    """The FLOPs (MACs) the study aims at: its ``[constraints] max_flops``, else the geometric
+    middle of its evaluated trials' FLOPs; None when neither is known."""
+    limit = (info.spec.get("constraints") or {}).get("max_flops")
+    if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0:
+        return float(limit)
+    flops = [r.flops for r in records if r.complete and r.flops and r.flops > 0]
+    if not flops:
+        return None
+    return math.sqrt(min(flops) * max(flops))
+
+
+def default_references(info: StudyInfo, records: Sequence[F.TrialRecord] = (), *,
+                       k: int = DEFAULT_REFERENCE_COUNT) -> list[str]:
+    """The ``k`` candidates (``reference_candidates``) whose FLOPs are closest, on a log scale,
+    to the study's budget (``study_budget_flops``), in candidate order. Only candidates whose
+    cost is already known (stored by the search or cached by ``warm_references``) are ranked;
+    when no cost or no budget is known, the first ``k`` presets the study names."""
+    cands = reference_candidates(info)
+    target = study_budget_flops(info, records)
+    known = {r["name"]: r["flops"] for r in cached_reference_points(info, [], cands) if r.get("flops")}
+    if target is None or not known:
+        return cands[:k]
+    ranked = sorted(known, key=lambda n: (abs(math.log(known[n] / target)), cands.index(n)))[:k]
+    return [n for n in cands if n in ranked]
+
+
+def warm_references(info: StudyInfo, names: Sequence[str] | None = None) -> int:
+    """Count and cache the costs of ``names`` (default: every candidate) at the study's
+    resolution, so the page has them from its first view; returns how many are known. Seconds
+    per timm model the first time, then read from the disk cache."""
+    got = reference_points(info, [], list(names) if names is not None else reference_candidates(info))
+    return sum(1 for r in got if r.get("flops"))
 
 
 def reference_points(info: StudyInfo, records: Sequence[F.TrialRecord], names: Sequence[str], *,

@@ -26,7 +26,9 @@ def build_report(storage_url: str, study: str, out: str | Path, *, x: str = "flo
     data = D.load_study_data(store, study)
     if not data.rows:
         raise D.StoreError(f"study {study!r} has no trials yet; nothing to report")
-    names = references if references is not None else D.default_references(data.info)
+    if references is None and count_references:
+        D.warm_references(data.info)  # the candidates' costs, so the defaults can be the ones nearest the budget
+    names = references if references is not None else D.default_references(data.info, data.records)
     refs = D.reference_points(data.info, data.records, names, compute=count_references)
     views = build_views(data, x, y, refs)
     figs: list[tuple[str, Any]] = [("Pareto front", views["pareto"])]
@@ -40,7 +42,7 @@ def build_report(storage_url: str, study: str, out: str | Path, *, x: str = "flo
     if views["pareto3d"] is not None:
         figs.append(("3D front", views["pareto3d"]))
     figs += [("Hypervolume", views["hv"]), ("Front composition", views["composition"]),
-             ("Parameter importance", FIG.importance_figure(D.param_importance(data, max_trials=500)))]
+             ("Feature importance", FIG.importance_figure(D.param_importance(data, max_trials=500)))]
     front_recs = [data.record(n) for n in data.front][:details]
     for rec in front_recs:
         arch = D.architecture(rec, study_name=study, storage_url=storage_url, compute=False,

@@ -1,5 +1,6 @@
 """The dashboard's view models: records -> what the page shows (rows, fronts, hypervolume over
-time, composition, parameter importance, one architecture's detail). No store access, no drawing.
+time, composition, one architecture's detail; parameter importance is
+``nas.dashboard.importance``). No store access, no drawing.
 
 The front, its hypervolume and the eligibility rules (COMPLETE, feasible, full budget, one per
 genome) are ``nas.front``'s; this module adds what the dashboard shows around them.
@@ -251,78 +252,6 @@ def composition(data: StudyData) -> list[dict[str, Any]]:
             out.append({"facet": facet, "value": v, "all": n, "front": frontc.get(v, 0),
                         "all_share": n / n_all if n_all else 0.0,
                         "front_share": frontc.get(v, 0) / n_front if n_front else 0.0})
-    return out
-
-
-def param_importance(data: StudyData, *, max_trials: int = 500, seed: int = 0,
-                     evaluator: str = "fanova") -> list[dict[str, Any]]:
-    """Optuna's importance of each sampled parameter, per objective, over the eligible trials
-    (at most the latest ``max_trials``): ``"fanova"`` (Optuna's default evaluator, with a
-    16-tree, depth-8 forest so 500 trials take seconds, not a minute) or ``"ped_anova"``
-    (faster still). Built on an in-memory copy of those trials, so the store is not read
-    again. Empty when there are fewer than two such trials or no parameter varies."""
-    import optuna
-    from optuna.importance import (
-        FanovaImportanceEvaluator,
-        PedAnovaImportanceEvaluator,
-        get_param_importances,
-    )
-
-    def make():
-        if evaluator == "ped_anova":
-            return PedAnovaImportanceEvaluator()
-        if evaluator == "fanova":
-            return FanovaImportanceEvaluator(n_trees=16, max_depth=8, seed=seed)
-        raise ValueError(f"importance evaluator {evaluator!r}: use 'fanova' or 'ped_anova'")
-
-    objs = data.objectives
-    elig = [r for r in F.eligible(data.records, objs) if getattr(r, "optuna_params", None)]
-    elig = elig[-max_trials:]
-    if len(elig) < 2:
-        return []
-    dists = _distributions(elig)
-    if not dists:
-        return []
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(directions=[d for _, d in objs])
-    trials = []
-    for r in elig:
-        params = {k: v for k, v in r.optuna_params.items() if k in dists}
-        trials.append(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params},
-                                                values=[r.metric(n) for n, _ in objs]))
-    study.add_trials(trials)
-    out = []
-    for i, (name, _) in enumerate(objs):
-        try:
-            imp = get_param_importances(study, evaluator=make(),
-                                        target=lambda t, i=i: t.values[i])
-        except (RuntimeError, ValueError):
-            continue
-        for p, v in imp.items():
-            out.append({"objective": name, "param": p, "importance": float(v)})
-    return out
-
-
-def _distributions(records: Sequence[F.TrialRecord]) -> dict[str, Any]:
-    """Parameters present in every record, with a distribution covering all their values."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution
-
-    keys = set.intersection(*(set(r.optuna_params) for r in records))
-    out: dict[str, Any] = {}
-    for k in sorted(keys):
-        vals = [r.optuna_params[k] for r in records]
-        if len({json.dumps(v, sort_keys=True, default=str) for v in vals}) < 2:
-            continue
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
-            out[k] = FloatDistribution(float(min(vals)), float(max(vals)))
-        else:
-            choices = tuple(dict.fromkeys(v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
-                                          for v in vals))
-            out[k] = CategoricalDistribution(choices)
-    for r in records:  # categorical values that were not hashable primitives become strings
-        for k, d in out.items():
-            if isinstance(d, CategoricalDistribution) and r.optuna_params[k] not in d.choices:
-                r.optuna_params[k] = str(r.optuna_params[k])
     return out
 
 

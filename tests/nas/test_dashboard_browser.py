@@ -129,6 +129,9 @@ def test_live_dashboard_in_chromium(live_study):
         assert expected > 0
         _wait(lambda: driver.execute_script(COUNT_JS, list(POINT_CATEGORIES)) == expected, 60,
               f"{expected} points on the front plot")
+        # before any click: a prompt, no empty plots
+        assert not driver.find_element(By.ID, "detail-box").is_displayed()
+        assert driver.find_element(By.ID, "detail-hint").text.startswith("Click a point")
         n_front = driver.execute_script(
             "return document.querySelector('#pareto .js-plotly-plot').data"
             ".filter(t => t.meta && t.meta.category === 'front')[0].x.length")
@@ -163,6 +166,7 @@ def test_live_dashboard_in_chromium(live_study):
             " && g.layout.shapes.length"), 30, "the stage drawing")
         stages = driver.execute_script("return document.querySelector('#arch .js-plotly-plot').layout.shapes.length")
         assert stages >= 1
+        assert driver.find_element(By.ID, "detail-box").is_displayed()
         # 4. clicking a table row opens that trial
         cells = [c for c in driver.find_elements(By.CSS_SELECTOR, "#table td[data-dash-column='number']")
                  if c.text.strip() and int(c.text) != clicked]

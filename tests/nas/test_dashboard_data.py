@@ -147,11 +147,49 @@ def test_parameter_importance_per_objective(store_url):
     data = D.load_study_data(D.Store(store_url), "demo")
     imp = D.param_importance(data)
     assert {i["objective"] for i in imp} == {"accuracy", "flops"}
-    assert {i["param"] for i in imp} <= {"family", "depth_scale", "pos", "mlp_ratio"}
+    params = {i["param"] for i in imp}
+    # genome features every trial has, not only the genes every trial shares
+    assert {"stages", "total depth", "stage 1 mixer", "stage 2 depth", "stage 2 width"} <= params
+    assert any(p.endswith(" share of blocks") for p in params)
     for o in ("accuracy", "flops"):
         assert sum(i["importance"] for i in imp if i["objective"] == o) == pytest.approx(1.0)
     empty = D.load_study_data(D.Store(store_url), "empty")
     assert D.param_importance(empty) == []
+
+
+def test_genome_features_cover_absent_stages():
+    from search_space import get_preset
+
+    iso = get_preset("deit_tiny").to_json()
+    f = D.genome_features(iso, max_stages=3, mixers=["attention", "window"])
+    assert f["stages"] == 1 and f["stage 1 mixer"] == "attention" and f["attention share of blocks"] == 1.0
+    assert f["stage 3 depth"] == 0 and f["stage 3 width"] == 0 and f["stage 3 mixer"] == "-"
+    assert f["window share of blocks"] == 0 and f["total depth"] == f["stage 1 depth"] == 12
+    assert D.genome_features("not json") == {} and D.genome_features(None) == {}
+
+
+def test_importance_finds_the_feature_that_decides():
+    """Accuracy set by stage 2's mixer alone, FLOPs by stage 1's width alone: fANOVA over genome
+    features ranks those first (#19.5)."""
+    import types
+
+    from evaluators.random_genomes import random_genome
+
+    recs = []
+    for i in range(120):
+        g = random_genome(i, img_size=32, num_classes=10, mixers=("attention", "sepconv", "pool"))
+        if len(g.stages) < 2:
+            continue
+        acc = {"attention": 0.9, "sepconv": 0.6, "pool": 0.3}[g.stages[1].mixer] + 0.001 * (i % 7)
+        flops = g.stages[0].dim * 1e6 + i
+        recs.append(F.TrialRecord(number=i, state="COMPLETE", genome=g.to_json(), arch_id=g.arch_id,
+                                  values={"accuracy": acc, "flops": flops}, feasible=True))
+    assert len(recs) > 50
+    data = types.SimpleNamespace(objectives=[("accuracy", "maximize"), ("flops", "minimize")], records=recs)
+    imp = D.param_importance(data)
+    top = {o: max((i for i in imp if i["objective"] == o), key=lambda i: i["importance"]) for o in ("accuracy", "flops")}
+    assert top["accuracy"]["param"] == "stage 2 mixer", imp
+    assert top["flops"]["param"] in ("stage 1 width", "final width", "stage 2 width"), imp
 
 
 def test_reference_points(store_url, tmp_path, monkeypatch):
@@ -177,6 +215,50 @@ def test_reference_points(store_url, tmp_path, monkeypatch):
     # cached: the non-counting variant now has it, an uncounted one is pending
     got = {r["name"]: r for r in D.cached_reference_points(data.info, data.records, ["timm:resnet18", "timm:resnet50"])}
     assert got["timm:resnet18"]["flops"] == r18["flops"] and got["timm:resnet50"].get("pending")
+
+
+def test_default_references_are_the_ones_nearest_the_budget(store_url, monkeypatch):
+    """A few references by default, those whose FLOPs are nearest the study's max_flops (#19.3)."""
+    from nas.dashboard import references
+
+    data = D.load_study_data(D.Store(store_url), "demo")
+    assert D.study_budget_flops(data.info, data.records) == 3.0e9  # the study's [constraints] max_flops
+    cands = D.reference_candidates(data.info)
+    assert len(cands) > D.DEFAULT_REFERENCE_COUNT
+    img, ncls = data.info.img_size or 224, data.info.num_classes or 1000
+    timm_costs = {"timm:resnet18": 1.82e9, "timm:resnet50": 4.1e9, "timm:mobilenetv3_large_100": 0.22e9,
+                  "timm:efficientnet_b0": 0.39e9, "timm:convnext_tiny": 4.5e9}
+    monkeypatch.setattr(references, "_REF_MEMO", {f"{n}@{img}/{ncls}": {"name": n, "flops": int(f), "params": 1}
+                                                  for n, f in timm_costs.items()})
+    known = {r["name"]: r["flops"] for r in D.cached_reference_points(data.info, [], cands) if r.get("flops")}
+    assert set(timm_costs) < set(known)  # the presets' costs come from the study
+    nearest = sorted(known, key=lambda n: abs(math.log(known[n] / 3.0e9)))[:D.DEFAULT_REFERENCE_COUNT]
+    got = D.default_references(data.info, data.records)
+    assert sorted(got) == sorted(nearest) and len(got) == D.DEFAULT_REFERENCE_COUNT
+    # nothing counted yet and no preset costs stored: the first presets, still only a few
+    monkeypatch.setattr(references, "_REF_MEMO", {})
+    bare = D.StudyInfo(name="x", study_id=0, directions=[], objectives=[])
+    assert D.default_references(bare) == D.reference_candidates(bare)[:D.DEFAULT_REFERENCE_COUNT]
+
+
+def test_reference_labels_do_not_collide():
+    from nas.dashboard import figures as FIG
+
+    pos = [0.90, 0.905, 0.91, 0.95, 0.97, 0.99, 0.991, 0.3, 0.31]
+    tiers = FIG.label_tiers(pos)
+    placed = [(t, p) for t, p in zip(tiers, pos) if t is not None]
+    for t in set(t for t, _ in placed):
+        row = sorted(p for tt, p in placed if tt == t)
+        assert all(b - a >= FIG.LABEL_GAP for a, b in zip(row, row[1:]))
+    assert tiers[7] == 0 and tiers[8] == 1 and tiers[1] == 1 and tiers[2] is None
+    # 13 references on the figure: one legend entry each, labels in distinct slots
+    refs = [{"name": f"timm:m{i}", "label": f"m{i}", "kind": "timm", "flops": 1e9 * (1 + 0.01 * i), "accuracy": None}
+            for i in range(13)]
+    rows = [{"number": 0, "category": "front", "flops": 1e5, "accuracy": 0.9, "summary": "s"}]
+    fig = FIG.pareto_figure(rows, [], "flops", "accuracy", references=refs)
+    assert sum(1 for t in fig.data if (t.meta or {}).get("reference")) == 13
+    slots = [(a.x, a.y) for a in fig.layout.annotations]
+    assert 1 <= len(slots) <= 2 and len(set(slots)) == len(slots)
 
 
 def test_architecture_detail_stored_and_computed(store_url):
@@ -266,6 +348,30 @@ def test_serving_never_writes_the_store(store_url):
         with state.store.engine.begin() as c:
             c.exec_driver_sql("UPDATE studies SET study_name = 'x'")
     assert _digest(store_url) == before
+
+
+def test_detail_area_starts_with_a_prompt(store_url):
+    """Before a trial is selected the detail area is a sentence, not two empty plots (#19.4)."""
+    from nas.dashboard.app import DETAIL_PROMPT, create_app
+
+    layout = json.loads(create_app(store_url, study="demo", count_references=False).server.test_client()
+                        .get("/_dash-layout").get_data(as_text=True))
+
+    def find(node, id_):
+        if isinstance(node, dict):
+            if node.get("props", {}).get("id") == id_:
+                return node["props"]
+            for v in node.values():
+                if (got := find(v, id_)) is not None:
+                    return got
+        elif isinstance(node, list):
+            for v in node:
+                if (got := find(v, id_)) is not None:
+                    return got
+        return None
+
+    assert find(layout, "detail-box")["style"] == {"display": "none"}
+    assert find(layout, "detail-hint")["children"] == DETAIL_PROMPT
 
 
 def test_missing_unknown_empty_and_foreign_stores(tmp_path):

@@ -62,3 +62,33 @@ def test_ray_two_nodes_same_store_and_asha(tmp_path):
     optuna_backend.run_worker(spec.replace(backend="optuna"), target=8)
     after = load_trials(url, "raytest")
     assert len(after) >= 8 and {r.number for r in recs} <= {r.number for r in after}
+
+
+@pytest.mark.slow
+def test_ray_search_output_is_clean_on_success(tmp_path):
+    """``nas search`` on a local Ray cluster prints the front and nothing that looks like an
+    error (#19.1): no ``Could not fetch metrics`` per trial (Ray Tune's results files), no
+    token-authentication warning, no traceback."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    url = f"sqlite:///{tmp_path / 'quiet.db'}"
+    text = tiny_study_text("rayquiet", url, trials=3, kind="synthetic", max_flops="50M", sampler="random")
+    text = text.replace('[study]\n', '[study]\nbackend = "ray"\n', 1)
+    (tmp_path / "quiet.toml").write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "TUNE_"))}
+    env.update(PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "nas.cli", "search", str(tmp_path / "quiet.toml"), "--no-progress"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    (root / "tests" / "artifacts").mkdir(parents=True, exist_ok=True)
+    (root / "tests" / "artifacts" / "ray_search.txt").write_text(out)  # the transcript, for a look
+    assert proc.returncode == 0, out
+    assert "Pareto front (" in out and "hypervolume:" in out, out
+    noisy = [ln for ln in out.splitlines()
+             if re.search(r"Error|Traceback|FileNotFoundError|Could not fetch|Failed to fetch|Token authentication", ln)]
+    assert not noisy, "\n".join(noisy)
