@@ -139,7 +139,14 @@ class EvolutionSampler(BaseSampler):
 
     def before_trial(self, study: Any, trial: Any) -> None:
         t0 = time.perf_counter()
-        plan, spec, origin = self.propose(study, trial.number)
+        exclude: set[str] = set()
+        for _ in range(3):
+            plan, spec, origin = self.propose(study, trial.number, exclude=exclude)
+            # another worker may have planned the same genome while this one chose (ranking children
+            # with the surrogate takes a while): look again just before recording it, choose again if so
+            if spec.arch_id not in self._running_ids(study, trial.number):
+                break
+            exclude.add(spec.arch_id)
         self._plans[trial.number] = plan
         set_trial_system_attrs(study, trial, {PLAN_KEY: plan, PLAN_ID_KEY: spec.arch_id, ORIGIN_KEY: origin})
         self.timings.append(time.perf_counter() - t0)
@@ -222,6 +229,15 @@ class EvolutionSampler(BaseSampler):
                 pool.append(m)
         return pool, running
 
+    @staticmethod
+    def _running_ids(study: Any, current: int) -> set[str]:
+        """The arch_ids planned or suggested by the study's other running trials, read afresh."""
+        out: set[str] = set()
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.number != current:
+                out.update(k for k in (t.system_attrs.get(PLAN_ID_KEY), t.user_attrs.get(attrs.ARCH_ID)) if k)
+        return out
+
     def _member(self, t: Any, ops: GenomeOps) -> Member | None:
         if t.number in self._members:
             return self._members[t.number]
@@ -243,14 +259,15 @@ class EvolutionSampler(BaseSampler):
         return [by_number[t.number] for t in kept]
 
     # --- planning ------------------------------------------------------------------------------
-    def propose(self, study: Any, number: int) -> tuple[Plan, ArchSpec, str]:
+    def propose(self, study: Any, number: int, exclude: set[str] | frozenset[str] = frozenset()
+                ) -> tuple[Plan, ArchSpec, str]:
         """The plan, genome and origin (``preset:NAME``, ``random``, ``child:<ops>``) of trial
-        ``number``."""
+        ``number``; genomes the study holds, plans of running trials and ``exclude`` are avoided."""
         pool, running = self.sync(study, current=number)
         ops = self._ops
         assert ops is not None
         rng = random.Random(trial_seed(self.seed, number))
-        taken = self._held | running
+        taken = self._held | running | set(exclude)
         cfg = self.config
         if cfg.warm_start:
             for name, plan, spec in self._preset_plans():
