@@ -63,6 +63,7 @@ from evaluators.latency import (
 from operators.errors import NasError
 from search_space.genome import ArchSpec
 
+MIN_LOG_HALFWIDTH = math.log1p(0.01)  # the narrowest interval: +-1% on the log scale
 PREDICTOR_VERSION = 2
 """Version of the saved predictor format and of the prediction method; recorded with every
 latency a search decides from a prediction. 1: kernel sum + linear overhead. 2: adds the
@@ -443,7 +444,10 @@ class HybridPredictor(LatencyPredictor):
         use = float(np.median(r_corr)) < float(np.median(r_kern))  # cross-validated choice
         r = r_corr if use else r_kern
         k = math.ceil((n + 1) * self.coverage)  # split-conformal rank (finite-sample valid)
-        self._q = float(np.sort(r)[k - 1]) if k <= n else math.inf
+        # never narrower than +-1%: a measured median is not known better than that (timer and
+        # run-to-run noise), and a zero-width interval (residuals of 0, e.g. one-kernel models whose
+        # kernel sum is the model) would decide caps on a tie
+        self._q = max(float(np.sort(r)[k - 1]), MIN_LOG_HALFWIDTH) if k <= n else math.inf
         if use:
             self._model = self._gbm().fit(X, y)
         report.update(correction="gbm" if use else "none (the kernel sum was better out of fold)",

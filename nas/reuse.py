@@ -16,9 +16,11 @@ from nas.evaluator import TrialFailed
 REUSE_WAIT_S = 600.0      # how long a trial waits for the trial that trains the same genome
 
 # what a trial that reuses another trial's result copies from it
+# the training result only: a reusing trial keeps its own latency record (measured ones come from
+# the same SQL cache, so they equal the owner's; a predicted one must stay with its interval and the
+# constraint value computed from it)
 REUSED_KEYS = (attrs.ACCURACY, attrs.ACCURACY_PER_EPOCH, attrs.LOSS_PER_EPOCH, attrs.EPOCHS, attrs.EPOCH_BUDGET,
-               attrs.ZERO_COST, attrs.DEVICE, attrs.LATENCY_MS, attrs.LATENCY_SPREAD_MS, attrs.LATENCY_DEVICE,
-               attrs.LATENCY_SETTING)
+               attrs.ZERO_COST, attrs.DEVICE)
 
 
 def find_reusable(study: Any, arch_id: str, number: int) -> Any | None:
