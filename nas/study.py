@@ -52,7 +52,7 @@ BACKENDS = ("optuna", "ray")
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 SHAPES = ("isotropic", "pyramid")
 OBJECTIVES = {"accuracy": "maximize", "flops": "minimize", "params": "minimize", "latency_ms": "minimize"}
-EVALUATORS = ("proxy", "zero_cost", "synthetic")
+EVALUATORS = ("proxy", "zero_cost", "synthetic", "supernet")
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
 PRUNERS = ("none", "median", "asha", "hyperband")
 _SI = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
@@ -450,6 +450,20 @@ class FidelitySpec:
 
 
 @dataclass(frozen=True)
+class SupernetSpec:
+    """``[evaluator.supernet]``: the weight-sharing evaluator (``kind = "supernet"``,
+    ``evaluators.supernet``): training once per study, then scoring with inherited weights."""
+
+    steps: int | None = setting(None, "supernet training steps (None: 20 x the proxy's epochs x steps per epoch)",
+                                min=1)
+    paths_per_step: int = setting(1, "sampled paths trained per step (gradients accumulated)", min=1)
+    strategy: str = setting("uniform", "path sampling: uniform (SPOS) or sandwich (largest + smallest of a pool)",
+                            choices=("uniform", "sandwich"))
+    finetune_steps: int = setting(0, "proxy-recipe steps of fine-tuning before a candidate is scored", min=0)
+    confirm_top: int = setting(3, "front members then trained stand-alone with the proxy recipe (stage 2)", min=0)
+
+
+@dataclass(frozen=True)
 class EvaluatorSpec:
     """``[evaluator]``: how a candidate is scored: ``proxy`` training, a ``zero_cost`` proxy, or
     ``synthetic`` (a deterministic function of the genome, for tests and the sampler benchmark).
@@ -467,6 +481,7 @@ class EvaluatorSpec:
     zero_cost: str = setting("naswot", "the zero-cost proxy of kind = \"zero_cost\"", what="a zero-cost proxy name")
     recipe: tuple[tuple[str, Any], ...] = setting((), "extra ProxyConfig settings, passed through", parse=_recipe)
     fidelity: FidelitySpec = setting(FidelitySpec(), "multi-fidelity: pruning on per-epoch accuracy")
+    supernet: SupernetSpec = setting(SupernetSpec(), "the weight-sharing evaluator's settings (kind = \"supernet\")")
     save_weights: bool = setting(False, "keep each trained genome's weights (for `nas export --weights`)")
 
     @property
