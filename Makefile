@@ -6,7 +6,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: test search setup lint clean
+.PHONY: test search setup lint lint-imports clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need Python 3.11+ on PATH (or: make PY=/path/to/python3.11 ...)"; exit 1; }
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 search: $(STAMP)
 	$(VENV)/bin/nas search studies/quickstart.toml
+
+# the layers operators <- search_space <- evaluators <- nas, no import cycles ([tool.importlinter])
+lint-imports: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check nas search_space operators evaluators tests benchmarks

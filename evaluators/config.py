@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from operators.errors import NasError
+
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 
 
@@ -52,7 +54,6 @@ class DataSpec:
     download: bool = True
 
     def __post_init__(self) -> None:
-        from nas.errors import NasError  # here, not at import: nas.study imports this module
 
         if self.dataset not in DATASETS:
             raise NasError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
@@ -119,7 +120,6 @@ class ProxyConfig:
     count_flops: bool = True
 
     def __post_init__(self) -> None:
-        from nas.errors import NasError  # here, not at import: nas.study imports this module
 
         if self.epochs < 1:
             raise NasError(f"proxy epochs must be at least 1, got {self.epochs}")

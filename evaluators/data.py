@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from evaluators.config import DATASETS, DataSpec  # noqa: F401 - declared without torch, re-exported here
-from nas.errors import NasError
+from operators.errors import NasError, first_line
 
 # Whether a horizontal flip keeps the label (digits: a mirrored 2 is not a 2).
 FLIP_OK = {"digits": False, "cifar10": True, "cifar100": True, "imagefolder": True}
@@ -208,8 +208,7 @@ def _cifar(spec: DataSpec) -> tuple[np.ndarray, np.ndarray, list[str]]:
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 probe.download()
         except Exception as e:  # offline: URLError, socket errors, a bad archive ...
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise NasError(f"{spec.dataset} not found and the download failed ({msg[:80]}): {where}") from None
+            raise NasError(f"{spec.dataset} not found and the download failed ({first_line(e)[:80]}): {where}") from None
     try:
         ds = cls(str(root), train=True, download=False)
     except Exception as e:

@@ -23,17 +23,19 @@ is never silently zero.
 
 from __future__ import annotations
 
+import contextlib
 import math
-import re
 import warnings
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from nas.errors import NasError
+from evaluators.isolation import kept_state
+from operators.errors import NasError, one_line
 
 # Ops fvcore does not count and we deliberately do not count either: no multiply-accumulates
 # worth counting under the MAC convention (element-wise, activations, softmax, pooling,
@@ -91,26 +93,76 @@ _FFT_OPS = tuple(f"aten::fft_{k}" for k in ("fft", "ifft", "rfft", "irfft", "fft
                                             "fftn", "ifftn", "rfftn", "irfftn", "hfft", "ihfft"))
 
 
+# --- one formula per op --------------------------------------------------------------------
+# Both engines (the JIT trace through fvcore's handles, and the meta-device dispatcher count
+# below) read an op's operand shapes in their own way and hand them to the one formula here.
+Shape = Sequence[int]
+
+
+def _broadcast(*shapes: Shape) -> list[int]:
+    return list(torch.broadcast_shapes(*[tuple(s) for s in shapes]))
+
+
+def sdpa_macs(q: Shape, k: Shape, v: Shape) -> int:
+    """Scaled dot-product attention, q ``(..., L, E)``, k ``(..., S, E)``, v ``(..., S, Ev)``:
+    ``batch * L * S * E`` for ``Q K^T`` plus ``batch * L * S * Ev`` for ``softmax(.) V``, where
+    batch is the broadcast of the leading dims (grouped-query attention: k/v heads are shared by
+    the q heads, so the q heads count)."""
+    if len(k) > 2 and len(q) > 2 and k[-3] != q[-3] and q[-3] % max(k[-3], 1) == 0:
+        batch = list(q[:-2])  # grouped-query attention
+    else:
+        batch = _broadcast(q[:-2], k[:-2], v[:-2]) if len(q) > 2 else []
+    L, S, E, Ev = q[-2], k[-2], q[-1], v[-1]
+    return math.prod(batch) * L * S * (E + Ev)  # Q K^T and P V
+
+
+def sdpa_blhe_macs(q: Shape, k: Shape, v: Shape) -> int:
+    """``sdpa_macs`` for the fused kernels' ``(B, L, heads, E)`` layout."""
+    q, k, v = ([s[0], s[2], s[1], s[3]] for s in (q, k, v))  # -> (B, heads, L, E)
+    return sdpa_macs(q, k, v)
+
+
+def bmm_macs(a: Shape, b: Shape) -> int:
+    """Batched matrix product ``(n, i, k) @ (n, k, j)``: ``n * i * k * j``."""
+    return a[0] * a[1] * a[2] * b[2]
+
+
+def layer_norm_macs(numel: int, affine: bool) -> int:
+    """Layer/group/instance norm, fvcore's rule: 4 per element (mean, variance, normalise), 5 with
+    the affine scale and shift."""
+    return numel * (5 if affine else 4)
+
+
+def batch_norm_macs(numel: int, affine: bool, *, training: bool) -> int:
+    """Batch norm, fvcore's rule: with batch statistics (training) as ``layer_norm_macs``; with
+    running statistics one multiply-add per element (folded scale), 2 with the affine part."""
+    return layer_norm_macs(numel, affine) if training else numel * (2 if affine else 1)
+
+
+def rms_norm_macs(numel: int, affine: bool) -> int:
+    """RMS norm: 3 per element (square, mean, scale), 4 with the learned scale."""
+    return numel * (4 if affine else 3)
+
+
+def fft_macs(in_shape: Shape, out_shape: Shape, dims: Sequence[int]) -> int:
+    """``N log2 N`` per transformed signal (a radix-2 FFT's complex MACs), over the larger of input
+    and output; ``N`` is the transformed size along ``dims``."""
+    n = math.prod(max(in_shape[d], out_shape[d]) for d in dims)
+    return int(max(math.prod(in_shape), math.prod(out_shape)) * math.log2(max(n, 2)))
+
+
+# --- fvcore handles (the JIT engine) ---------------------------------------------------------
 def _shape(val: Any) -> list[int] | None:
     if val.isCompleteTensor():
         return list(val.type().sizes())
     return None
 
 
-def _broadcast(*shapes: list[int]) -> list[int]:
-    return list(torch.broadcast_shapes(*[tuple(s) for s in shapes]))
-
-
 def _sdpa_handle(layout: str):
+    formula = sdpa_blhe_macs if layout == "blhe" else sdpa_macs
+
     def handle(inputs: list[Any], outputs: list[Any]) -> int:
-        q, k, v = (_shape(x) for x in inputs[:3])
-        if layout == "blhe":  # (B, L, heads, E) -> (B, heads, L, E)
-            q, k, v = ([s[0], s[2], s[1], s[3]] for s in (q, k, v))
-        batch = _broadcast(q[:-2], k[:-2]) if len(q) > 2 else []
-        if len(k) > 2 and len(q) > 2 and k[-3] != q[-3] and q[-3] % max(k[-3], 1) == 0:
-            batch = q[:-2]  # grouped-query attention: k/v heads are shared by q heads
-        L, S, E, Ev = q[-2], k[-2], q[-1], v[-1]
-        return math.prod(batch) * L * S * (E + Ev)  # Q K^T and P V
+        return formula(*(_shape(x) for x in inputs[:3]))
 
     return handle
 
@@ -123,8 +175,7 @@ def _matmul_handle(inputs: list[Any], outputs: list[Any]) -> int:
 
 
 def _baddbmm_handle(inputs: list[Any], outputs: list[Any]) -> int:
-    a, b = _shape(inputs[1]), _shape(inputs[2])  # (n, i, k) @ (n, k, j)
-    return a[0] * a[1] * a[2] * b[2]
+    return bmm_macs(_shape(inputs[1]), _shape(inputs[2]))
 
 
 def _mv_handle(inputs: list[Any], outputs: list[Any]) -> int:
@@ -169,20 +220,17 @@ def _einsum_handle(inputs: list[Any], outputs: list[Any]) -> int:
 
 
 def _rms_norm_handle(inputs: list[Any], outputs: list[Any]) -> int:
-    shape = _shape(inputs[0])
     affine = len(inputs) > 2 and _shape(inputs[2]) is not None
-    return math.prod(shape) * (4 if affine else 3)
+    return rms_norm_macs(math.prod(_shape(inputs[0])), affine)
 
 
 def _fft_handle(inputs: list[Any], outputs: list[Any]) -> int:
-    """``N log2 N`` per transform (a radix-2 FFT's complex MACs over the transformed size),
-    estimated on the larger of input and output."""
+    """``fft_macs``; the dims are not reliably constant in the graph, so the transform is taken
+    over the last two (2-D image FFTs)."""
     a, o = _shape(inputs[0]) or [], _shape(outputs[0]) or []
-    numel = max(math.prod(a), math.prod(o))
-    # dims are not reliably constant in the graph; count over the last two (2-D image FFTs)
-    tail = max(a[-2:] if len(a) >= 2 else a, o[-2:] if len(o) >= 2 else o, key=math.prod) or [1]
-    n = math.prod(tail)
-    return int(numel * math.log2(max(n, 2)))
+    if not a or len(a) != len(o):
+        return fft_macs([math.prod(a)], [math.prod(o)], [0])
+    return fft_macs(a, o, range(-min(2, len(a)), 0))
 
 
 def _rnn_handle(inputs: list[Any], outputs: list[Any]) -> int:
@@ -274,6 +322,27 @@ class FlopCount:
                     input_size=list(self.input_size), batch=self.batch)
 
 
+@contextlib.contextmanager
+def counting_mode() -> Iterator[None]:
+    """The autograd state every count runs in, whatever the caller's: inference mode off, grad
+    off, autocast off.
+
+    A count must not depend on the mode it is called in. Inside ``torch.inference_mode()`` the
+    dispatcher skips the Autograd keys, so composite ops (``conv2d``, ``linear``, ``dropout``, ...)
+    reach a ``TorchDispatchMode`` undecomposed and the meta counter would miss them (a conv stem's
+    MACs vanished), and a JIT trace would record other ops. Under autocast the ops see other
+    dtypes. Normalising here makes every counter (``count_flops``, ``count_flops_meta``,
+    ``screen`` and its kernel cache, the latency predictor's features) mode-independent.
+    """
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.inference_mode(False))
+        stack.enter_context(torch.no_grad())
+        stack.enter_context(torch.autocast("cpu", enabled=False))
+        if torch.cuda.is_available():
+            stack.enter_context(torch.autocast("cuda", enabled=False))
+        yield
+
+
 def _make_analysis(model: nn.Module, x: torch.Tensor):
     from fvcore.nn import FlopCountAnalysis
 
@@ -300,7 +369,7 @@ def count_flops(
     ``by_module``).
 
     Args:
-        model: the network (put in eval mode for the trace and restored afterwards).
+        model: the network (put in eval mode for the trace; every submodule's mode is restored).
         input_size: ``(C, H, W)`` for image models (any per-sample shape works: ``(H, W, C)`` for a
             channels-last block, ``(T, C)`` for a sequence model).
         batch: batch size of the traced input (MACs scale linearly with it).
@@ -316,22 +385,19 @@ def count_flops(
     dtype = dtype or (p.dtype if p is not None and p.is_floating_point() else torch.float32)
     if device.type == "meta":
         return count_flops_meta(model, tuple(input_size), batch=batch)
-    x = torch.randn(batch, *input_size, device=device, dtype=dtype)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            analysis = _make_analysis(model, x)
-            try:
-                total = analysis.total()
-            except Exception as e:  # tracing failed: find the layer with a plain forward
-                raise NasError(describe_failure(model, x, e)) from None
-            by_module = {k: int(v) for k, v in analysis.by_module().items() if k and v}
-            by_op = {k: int(v) for k, v in analysis.by_operator().items() if v}
-            seen = analysis.unsupported_ops()
-    finally:
-        model.train(was_training)
+    with counting_mode():
+        x = torch.randn(batch, *input_size, device=device, dtype=dtype)
+    with kept_state(model), counting_mode(), warnings.catch_warnings():
+        model.eval()
+        warnings.simplefilter("ignore")
+        analysis = _make_analysis(model, x)
+        try:
+            total = analysis.total()
+        except Exception as e:  # tracing failed: find the layer with a plain forward
+            raise NasError(describe_failure(model, x, e)) from None
+        by_module = {k: int(v) for k, v in analysis.by_module().items() if k and v}
+        by_op = {k: int(v) for k, v in analysis.by_operator().items() if v}
+        seen = analysis.unsupported_ops()
     uncounted = {k: int(v) for k, v in sorted(seen.items()) if k not in IGNORED_OPS}
     ignored = {k: int(v) for k, v in sorted(seen.items()) if k in IGNORED_OPS}
     return FlopCount(int(total), by_module, by_op, uncounted, ignored, tuple(input_size), batch)
@@ -371,7 +437,7 @@ def describe_failure(model: nn.Module, x: torch.Tensor, error: BaseException | N
         for h in handles:
             h.remove()
     size = "x".join(str(s) for s in x.shape[1:])
-    why = _one_line(reason) if reason is not None else "unknown error"
+    why = one_line(reason, limit=300) if reason is not None else "unknown error"
     if where is None:
         return f"the model cannot be traced at input {size}: {why}"
     mod = dict(model.named_modules()).get(where)
@@ -379,19 +445,12 @@ def describe_failure(model: nn.Module, x: torch.Tensor, error: BaseException | N
     return f"the model fails at input {size} in layer '{where or '<root>'}' ({kind}): {why}"
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    msg = text[0] if text else type(e).__name__
-    msg = re.sub(r"\s+", " ", msg)
-    return f"{type(e).__name__}: {msg}"[:300]
-
-
 def plain_fvcore_macs(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)) -> int:
     """fvcore's count without our handles (for comparison tables: it skips attention)."""
     from fvcore.nn import FlopCountAnalysis
 
-    model.eval()
-    with torch.no_grad(), warnings.catch_warnings():
+    with kept_state(model), torch.no_grad(), warnings.catch_warnings():
+        model.eval()
         warnings.simplefilter("ignore")
         a = FlopCountAnalysis(model, torch.randn(1, *input_size))
         a.unsupported_ops_warnings(False)
@@ -421,10 +480,9 @@ def _numel(t: Any) -> int:
     return math.prod(t.shape) if isinstance(t, torch.Tensor) else 0
 
 
-def _fft_macs(x: torch.Tensor, out: torch.Tensor, dims: Any) -> int:
+def _fft_dispatch_macs(x: torch.Tensor, out: torch.Tensor, dims: Any) -> int:
     dims = [dims] if isinstance(dims, int) else list(dims or range(-min(2, x.dim()), 0))
-    n = math.prod(max(x.shape[d], out.shape[d]) for d in dims)
-    return int(max(_numel(x), _numel(out)) * math.log2(max(n, 2)))
+    return fft_macs(x.shape, out.shape, dims)
 
 
 def _dispatch_macs(name: str, args: tuple, out: Any) -> int | None:
@@ -433,8 +491,7 @@ def _dispatch_macs(name: str, args: tuple, out: Any) -> int | None:
         a, b = args[-2], args[-1]
         return a.shape[0] * a.shape[1] * b.shape[1]
     if name in ("bmm", "baddbmm"):
-        a, b = args[-2], args[-1]
-        return a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+        return bmm_macs(args[-2].shape, args[-1].shape)
     if name in ("mv", "addmv"):
         return _numel(args[-2])
     if name in ("dot", "vdot"):
@@ -446,24 +503,20 @@ def _dispatch_macs(name: str, args: tuple, out: Any) -> int | None:
                 "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
                 "_scaled_dot_product_attention_math", "scaled_dot_product_attention",
                 "_scaled_dot_product_fused_attention_overrideable"):
-        q, k, v = args[:3]
-        return math.prod(q.shape[:-2]) * q.shape[-2] * k.shape[-2] * (q.shape[-1] + v.shape[-1])
+        return sdpa_macs(*(t.shape for t in args[:3]))
     if name in ("_flash_attention_forward", "_efficient_attention_forward"):
-        q, k, v = args[:3]  # (B, L, heads, E)
-        return q.shape[0] * q.shape[2] * q.shape[1] * k.shape[1] * (q.shape[-1] + v.shape[-1])
+        return sdpa_blhe_macs(*(t.shape for t in args[:3]))
     if name == "native_layer_norm":
-        return _numel(args[0]) * (5 if len(args) > 2 and args[2] is not None else 4)
+        return layer_norm_macs(_numel(args[0]), len(args) > 2 and args[2] is not None)
     if name == "native_group_norm":
-        return _numel(args[0]) * (5 if len(args) > 1 and args[1] is not None else 4)
+        return layer_norm_macs(_numel(args[0]), len(args) > 1 and args[1] is not None)
     if name in ("_native_batch_norm_legit_no_training",):
-        return _numel(args[0]) * (2 if args[1] is not None else 1)
+        return batch_norm_macs(_numel(args[0]), args[1] is not None, training=False)
     if name in ("native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_functional"):
         training = bool(args[5]) if len(args) > 5 else False
-        if training:
-            return _numel(args[0]) * (5 if args[1] is not None else 4)
-        return _numel(args[0]) * (2 if args[1] is not None else 1)
+        return batch_norm_macs(_numel(args[0]), args[1] is not None, training=training)
     if name in ("_fused_rms_norm", "rms_norm"):
-        return _numel(args[0]) * (4 if len(args) > 2 and args[2] is not None else 3)
+        return rms_norm_macs(_numel(args[0]), len(args) > 2 and args[2] is not None)
     if name in ("_adaptive_avg_pool2d", "adaptive_avg_pool2d"):
         return _numel(args[0])
     if name in ("upsample_nearest2d",):
@@ -471,7 +524,7 @@ def _dispatch_macs(name: str, args: tuple, out: Any) -> int | None:
     if name in ("upsample_bilinear2d", "grid_sampler_2d"):
         return 4 * _numel(out)
     if name in ("_fft_r2c", "_fft_c2r", "_fft_c2c"):
-        return _fft_macs(args[0], out, args[1])
+        return _fft_dispatch_macs(args[0], out, args[1])
     return None
 
 
@@ -554,24 +607,21 @@ def count_flops_meta(module: nn.Module, input_shape: tuple[int, ...], *, batch: 
                 if (q.device.type == "meta" and q.dim() >= 3 and not kwargs.get("enable_gqa")
                         and k.shape[-3:-2] == q.shape[-3:-2]):
                     batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-                    by_op["scaled_dot_product_attention"] += (
-                        math.prod(batch) * q.shape[-2] * k.shape[-2] * (q.shape[-1] + v.shape[-1]))
+                    by_op["scaled_dot_product_attention"] += sdpa_macs(q.shape, k.shape, v.shape)
                     return torch.empty(*batch, q.shape[-2], v.shape[-1], dtype=q.dtype, device="meta")
             elif func is F.layer_norm and args and isinstance(args[0], torch.Tensor) and args[0].device.type == "meta":
                 weight = args[2] if len(args) > 2 else kwargs.get("weight")
-                by_op["native_layer_norm"] += _numel(args[0]) * (5 if weight is not None else 4)
+                by_op["native_layer_norm"] += layer_norm_macs(_numel(args[0]), weight is not None)
                 return torch.empty(args[0].shape, dtype=args[0].dtype, device="meta")
             return func(*args, **kwargs)
 
-    x = torch.empty(batch, *input_shape, device="meta")
-    was_training = module.training
-    module.eval()
+    with counting_mode():
+        x = torch.empty(batch, *input_shape, device="meta")
     try:
-        with torch.no_grad(), _Counter(), _Shortcuts():
+        with kept_state(module), counting_mode(), _Counter(), _Shortcuts():
+            module.eval()
             module(x)
     except Exception as e:  # noqa: BLE001 - reported as a user-facing error
-        raise NasError(f"{type(module).__name__} fails on input {tuple(input_shape)}: {_one_line(e)}") from None
-    finally:
-        module.train(was_training)
+        raise NasError(f"{type(module).__name__} fails on input {tuple(input_shape)}: {one_line(e, limit=300)}") from None
     return FlopCount(int(sum(by_op.values())), {}, dict(by_op), dict(uncounted), dict(ignored),
                      tuple(input_shape), batch)

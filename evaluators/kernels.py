@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from search_space.genome import ArchSpec, StageSpec
+from search_space.genome import ArchSpec, StageSpec, img_hw, img_size_value
 
 KINDS = ("stem", "entry", "block", "head")
 
@@ -111,7 +111,10 @@ class _StageParts:
     def _get(self) -> nn.Module:
         device = str(torch.get_default_device())
         if device not in self._built:
-            self._built[device] = _stage_module(self.in_dim, self.stage, self.grid, min(self.stage.depth, 2))
+            # plain tensors even when asked from inside torch.inference_mode(): the module is
+            # shared by every later user of these kernels, in whatever mode they run
+            with torch.inference_mode(False):
+                self._built[device] = _stage_module(self.in_dim, self.stage, self.grid, min(self.stage.depth, 2))
         return self._built[device]
 
     def entry(self) -> nn.Module:
@@ -131,11 +134,11 @@ def _stage_module(in_dim: int, stage: StageSpec, grid: tuple[int, int], depth: i
     return NasStage(in_dim, dataclasses.replace(stage, depth=depth), grid, [0.0] * depth)
 
 
-def arch_kernels(spec: ArchSpec, img_size: int | None = None) -> list[Kernel]:
+def arch_kernels(spec: ArchSpec, img_size: int | tuple[int, int] | None = None) -> list[Kernel]:
     """Decompose ``spec`` (at ``img_size``, default the genome's) into kernels."""
     from operators import STEMS
 
-    img = int(img_size or spec.img_size)
+    img = img_size_value(img_hw(img_size or spec.img_size))  # N, or (H, W) for a rectangle
     if img != spec.img_size:
         spec = spec.replace(img_size=img)
     grids = spec.stage_grids()
@@ -144,7 +147,7 @@ def arch_kernels(spec: ArchSpec, img_size: int | None = None) -> list[Kernel]:
     kernels = [Kernel(
         "stem", ("stem", *_items(kind=stem.kind, patch=stem.patch_size, knobs=stem.knobs, cin=spec.in_chans,
                                  dim=dims[0], img=img)),
-        "stem", 1, (spec.in_chans, img, img),
+        "stem", 1, (spec.in_chans, *spec.img_hw),
         lambda: STEMS.get(stem.kind)(spec.in_chans, dims[0], patch_size=stem.patch_size, **stem.knob_dict),
     )]
     prev_grid, in_dim = grids[0], dims[0]

@@ -29,7 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas.errors import NasError
+from evaluators.isolation import kept_state, measured_copy
+from operators.errors import NasError, first_line
+from search_space.genome import img_hw, img_size_value
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -97,7 +99,7 @@ class LatencyResult:
     device_name: str
     batch: int
     dtype: str
-    img_size: int
+    img_size: int | tuple[int, int]  # N for a square, (H, W) otherwise
     memory_format: str
     threads: int
     torch_version: str
@@ -180,6 +182,8 @@ def measure_module(module: nn.Module, input_shape: tuple[int, ...], *, device: s
     """Time ``module`` on a random ``(batch, *input_shape)`` input; returns (samples_ms, threads).
 
     ``memory_format="channels_last"`` applies to 4-D ``(B, C, H, W)`` inputs and to the module.
+    ``module`` itself is left as it was (a converted copy is timed when the dtype, device or
+    memory format differ; its train/eval flags are restored).
     """
     dev = resolve_device(device)
     _, tdtype = resolve_dtype(dtype)
@@ -187,13 +191,14 @@ def measure_module(module: nn.Module, input_shape: tuple[int, ...], *, device: s
         raise NasError(f"unknown memory format {memory_format!r}; use {' or '.join(MEMORY_FORMATS)}")
     if clock not in CLOCKS:
         raise NasError(f"unknown clock {clock!r}; use {' or '.join(CLOCKS)}")
-    module = module.to(device=dev, dtype=tdtype).eval()
     x = torch.randn(batch, *input_shape, device=dev, dtype=tdtype)
-    if memory_format == "channels_last" and x.dim() == 4:
-        module = module.to(memory_format=torch.channels_last)
+    fmt = memory_format if x.dim() == 4 else "contiguous"
+    if fmt == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
-    with _Threads(threads if dev.type == "cpu" else None) as n_threads, torch.inference_mode():
-        samples = time_callable(lambda: module(x), dev, warmup, repeats, min_warmup_s, clock)
+    with kept_state(module):  # the caller's module keeps its dtype, device, format and modes
+        work = measured_copy(module, dev, tdtype, fmt).eval()
+        with _Threads(threads if dev.type == "cpu" else None) as n_threads, torch.inference_mode():
+            samples = time_callable(lambda: work(x), dev, warmup, repeats, min_warmup_s, clock)
     return samples, n_threads
 
 
@@ -219,8 +224,9 @@ def measure_latency(
         model_or_spec: an ``nn.Module`` taking ``(B, C, H, W)``, or a genome (``ArchSpec``, its
             dict or JSON), which is built with ``build_model`` at ``img_size``.
         device: ``"cpu"`` or ``"cuda"`` (``NasError`` when no GPU is there).
-        batch, dtype, img_size, memory_format: the measured configuration. ``img_size``
-            defaults to the genome's (224 for a plain module).
+        batch, dtype, img_size, memory_format: the measured configuration. ``img_size`` (``N``
+            or ``(H, W)``) defaults to the genome's (224 for a plain module). The cache keeps
+            square sizes only: a non-square size is measured every time.
         warmup, repeats: untimed and timed forward passes.
         threads: CPU threads used for the measurement (fixed, restored afterwards; recorded).
         clock: CPU only: ``"wall"`` time, or the process's ``"cpu"`` time (robust on a shared
@@ -241,13 +247,16 @@ def measure_latency(
         raise NasError(f"measure_latency needs a model or a genome, got {type(model_or_spec).__name__}")
     elif isinstance(getattr(model_or_spec, "spec", None), ArchSpec):
         spec = model_or_spec.spec
-    size = int(img_size or (spec.img_size if spec is not None else 224))
+    hw = img_hw(img_size or (spec.img_size if spec is not None else 224))
+    size = img_size_value(hw)  # N for a square, (H, W) otherwise
     arch_id = arch_id or (spec.arch_id if spec is not None else None)
     chans = in_chans or (spec.in_chans if spec is not None else 3)
     n_threads = (threads or torch.get_num_threads()) if dev.type == "cpu" else 0
     key = dict(arch_id=arch_id, device=dev.type, device_name=device_name(dev), batch=batch, dtype=dtype_name,
                img_size=size, memory_format=memory_format, threads=n_threads, torch_version=torch.__version__,
                clock=clock if dev.type == "cpu" else "cuda_events")
+    if not isinstance(size, int):  # the cache's img_size column holds a square's side
+        cache = None
     if cache is not None and arch_id is not None:
         hit = cache.get(**key)
         if hit is not None:
@@ -258,7 +267,7 @@ def measure_latency(
         from search_space.builder import build_model
 
         model = build_model(spec)
-    samples, used = measure_module(model, (chans, size, size), device=dev, batch=batch, dtype=dtype_name,
+    samples, used = measure_module(model, (chans, *hw), device=dev, batch=batch, dtype=dtype_name,
                                    memory_format=memory_format, warmup=warmup, repeats=repeats,
                                    threads=n_threads or None, clock=clock)
     med, iqr, mean, lo = _stats(samples)
@@ -286,9 +295,9 @@ class LatencyCache:
         if self.url.startswith("sqlite:///") and not self.url.startswith("sqlite:///:memory:"):
             Path(self.url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         try:
-            from nas.store import normalize_url
+            from evaluators.sql import fork_safe, normalize_url
 
-            self.engine = sa.create_engine(normalize_url(self.url))
+            self.engine = fork_safe(sa.create_engine(normalize_url(self.url)))  # usable in forked workers
         except Exception as e:  # noqa: BLE001 - bad URL / missing driver
             raise NasError(f"cannot open latency cache {self.url!r}: {e}") from None
         meta = sa.MetaData()
@@ -316,7 +325,7 @@ class LatencyCache:
         try:
             meta.create_all(self.engine, checkfirst=True)
         except Exception as e:  # noqa: BLE001 - unreachable server, permissions, ...
-            raise NasError(f"cannot create the latency table in {self.url!r}: {str(e).splitlines()[0]}") from None
+            raise NasError(f"cannot create the latency table in {self.url!r}: {first_line(e)}") from None
         self.hits = 0
         self.misses = 0
 
@@ -372,11 +381,18 @@ def measure_parts(model: nn.Module, input_shape: tuple[int, ...], parts: list[st
 
     The inputs are captured by forward pre-hooks during one pass of ``model`` on a random
     ``(batch, *input_shape)`` tensor; a part that is called more than once, or not at all, is
-    left out.
+    left out. ``model`` itself is left as it was (see ``measure_module``).
     """
     dev = resolve_device(device)
     _, tdtype = resolve_dtype(dtype)
-    model = model.to(device=dev, dtype=tdtype).eval()
+    with kept_state(model):
+        return _measure_parts(measured_copy(model, dev, tdtype).eval(), input_shape, parts, dev, batch, tdtype,
+                              warmup, repeats, threads, clock)
+
+
+def _measure_parts(model: nn.Module, input_shape: tuple[int, ...], parts: list[str], dev: torch.device, batch: int,
+                   tdtype: torch.dtype, warmup: int, repeats: int, threads: int | None,
+                   clock: str) -> dict[str, float]:
     modules = dict(model.named_modules())
     captured: dict[str, list] = {}
     handles = []

@@ -41,7 +41,7 @@ from evaluators.latency import (
     resolve_device,
     resolve_dtype,
 )
-from nas.errors import NasError
+from operators.errors import NasError
 from search_space.genome import ArchSpec
 
 PREDICTOR_VERSION = 1

@@ -19,13 +19,16 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from nas.errors import NasError
+from evaluators.isolation import kept_state
+from operators.errors import NasError
+from search_space.genome import img_hw, img_size_value
 
 OPTIMIZER_STATES = {"adamw": 2, "adam": 2, "sgd": 1, "sgd_nomomentum": 0}
 
@@ -40,7 +43,7 @@ class MemoryEstimate:
     optimizer_bytes: int
     activations_bytes: int
     batch: int
-    img_size: int
+    img_size: int | tuple[int, int]  # N for a square, (H, W) otherwise
     method: str  # "cuda_max_memory_allocated" or "meta_saved_tensors"
 
     @property
@@ -69,7 +72,10 @@ def saved_activation_bytes(module: nn.Module, x: torch.Tensor) -> tuple[int, int
         return t
 
     module.train()
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    # autograd must be on whatever the caller's mode: inside torch.inference_mode() (which
+    # enable_grad does not lift) nothing would be saved and the estimate would shrink
+    with (torch.inference_mode(False), torch.enable_grad(), torch.autocast("cpu", enabled=False),
+          torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)):
         out = module(x)
     out_bytes = out.numel() * out.element_size() if isinstance(out, torch.Tensor) else 0
     return sum(saved.values()), out_bytes
@@ -79,7 +85,7 @@ def training_memory(
     model_or_spec: Any,
     batch: int,
     *,
-    img_size: int | None = None,
+    img_size: int | tuple[int, int] | None = None,
     device: str = "cpu",
     optimizer: str = "adamw",
     dtype: torch.dtype = torch.float32,
@@ -89,7 +95,8 @@ def training_memory(
     Args:
         model_or_spec: a genome (``ArchSpec``/dict/JSON; the CPU estimate needs no weights) or an
             ``nn.Module`` taking ``(B, C, H, W)`` (the CPU estimate then runs it on meta copies
-            of its inputs only if it was built on meta, else for real at this batch).
+            of its inputs only if it was built on meta, else for real at this batch). A module
+            is left as it was: training steps and train-mode forwards run on a copy.
         device: ``"cuda"`` measures on the GPU; ``"cpu"`` estimates (see the module docstring).
         optimizer: ``adamw``/``adam`` (2 states per weight), ``sgd`` (momentum: 1), ``sgd_nomomentum``.
     """
@@ -106,7 +113,8 @@ def training_memory(
         from search_space.builder import spec_at
 
         spec = spec_at(model_or_spec, img_size)
-    size = int(img_size or (spec.img_size if spec is not None else 224))
+    hw = img_hw(img_size or (spec.img_size if spec is not None else 224))
+    size = img_size_value(hw)  # N for a square, (H, W) otherwise
     if dev.type == "cuda":
         return _cuda_peak(model_or_spec if spec is None else spec, batch, size, dev, optimizer, dtype)
     elem = torch.empty((), dtype=dtype).element_size()
@@ -116,9 +124,9 @@ def training_memory(
         n_params = acts = 0
         out_bytes = 0
         for k in arch_kernels(spec):
-            with torch.device("meta"):
+            with torch.device("meta"), torch.inference_mode(False):
                 m = k.build().to(dtype)
-            x = torch.empty(batch, *k.input_shape, device="meta", dtype=dtype)
+                x = torch.empty(batch, *k.input_shape, device="meta", dtype=dtype)
             a, o = saved_activation_bytes(m, x)
             acts += a * k.count
             n_params += sum(p.numel() for p in m.parameters()) * k.count
@@ -130,14 +138,12 @@ def training_memory(
         p0 = next(iter(model.parameters()), None)
         on_meta = p0 is not None and p0.device.type == "meta"
         chans = getattr(model, "in_chans", 3)
-        x = torch.empty(batch, chans, size, size, device="meta" if on_meta else "cpu", dtype=dtype)
+        x = torch.empty(batch, chans, *hw, device="meta" if on_meta else "cpu", dtype=dtype)
         if not on_meta:
             x.normal_()
-        was = model.training
-        try:
-            acts, out_bytes = saved_activation_bytes(model, x)
-        finally:
-            model.train(was)
+        # a training-mode forward updates BatchNorm statistics: run a copy (meta models have no data)
+        with kept_state(model):
+            acts, out_bytes = saved_activation_bytes(model if on_meta else copy.deepcopy(model), x)
     weights = n_params * elem
     opt = weights * OPTIMIZER_STATES[optimizer]
     peak = weights + weights + opt + acts + out_bytes
@@ -145,11 +151,12 @@ def training_memory(
                           "meta_saved_tensors")
 
 
-def _cuda_peak(model_or_spec: Any, batch: int, size: int, dev: torch.device, optimizer: str,
+def _cuda_peak(model_or_spec: Any, batch: int, size: int | tuple[int, int], dev: torch.device, optimizer: str,
                dtype: torch.dtype) -> MemoryEstimate:  # pragma: no cover - needs a GPU
     from search_space.builder import build_model
 
-    model = model_or_spec if isinstance(model_or_spec, nn.Module) else build_model(model_or_spec)
+    # the two optimizer steps change the weights: a caller's module is measured as a copy
+    model = copy.deepcopy(model_or_spec) if isinstance(model_or_spec, nn.Module) else build_model(model_or_spec)
     model = model.to(dev, dtype=dtype).train()
     n_params = sum(p.numel() for p in model.parameters())
     elem = torch.empty((), dtype=dtype).element_size()
@@ -157,7 +164,7 @@ def _cuda_peak(model_or_spec: Any, batch: int, size: int, dev: torch.device, opt
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9 if optimizer == "sgd" else 0.0)
-    x = torch.randn(batch, getattr(model, "in_chans", 3), size, size, device=dev, dtype=dtype)
+    x = torch.randn(batch, getattr(model, "in_chans", 3), *img_hw(size), device=dev, dtype=dtype)
     try:
         for step in range(2):  # the second step runs with the optimizer state allocated
             if step == 1:

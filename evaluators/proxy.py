@@ -16,8 +16,12 @@ Contract with the caller (the search):
 - ``on_epoch(epoch, val_acc, val_loss)`` runs after each epoch's validation. Returning
   ``True`` or raising ``StopTraining`` ends the run with ``status="stopped"`` (a pruned trial);
   any other exception (e.g. ``optuna.TrialPruned``) propagates after memory is released.
-- ``ProxyResult.status`` is ``"ok"``, ``"stopped"``, ``"diverged"`` (non-finite loss),
-  ``"oom"`` (out of memory; the process can go on) or ``"timeout"``; ``reason`` is one line.
+- ``ProxyResult.status`` is ``"ok"``, ``"stopped"``, ``"diverged"``, ``"oom"`` (out of memory;
+  the process can go on) or ``"timeout"``; ``reason`` is one line. A run is ``"diverged"`` as
+  soon as a training loss, a weight or buffer (checked after every epoch, so the last steps
+  count too), a validation logit or the validation loss is non-finite; the epoch that diverged
+  reports nothing to ``on_epoch`` and adds no accuracy (the argmax of NaN logits is one class's
+  share, not a result).
 """
 
 from __future__ import annotations
@@ -35,9 +39,27 @@ from torch import nn
 
 from evaluators.config import ProxyConfig  # declared without torch, re-exported here
 from evaluators.data import LoadedData, norm_affine
-from nas.errors import NasError
+from evaluators.isolation import kept_state
+from operators.errors import NasError
 
 STATUSES = ("ok", "stopped", "diverged", "oom", "timeout")
+
+
+class Diverged(NasError):
+    """A model whose weights or outputs are non-finite was asked for a score (zero-cost proxies)."""
+
+
+def nonfinite_tensor(model: nn.Module) -> str | None:
+    """``"nan in <name>"`` / ``"inf in <name>"`` for the first parameter or floating buffer of
+    ``model`` holding a non-finite value, or None when all are finite (one host sync)."""
+    named = [(n, t) for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_floating_point()]
+    if not named:
+        return None
+    finite = torch.stack([torch.isfinite(t).all() for _, t in named])
+    if bool(finite.all()):
+        return None
+    name, t = named[int((~finite).nonzero()[0])]
+    return f"{'nan' if bool(torch.isnan(t).any()) else 'inf'} in {name}"
 
 
 class StopTraining(Exception):
@@ -86,23 +108,6 @@ class ProxyResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def to_attrs(self) -> dict[str, Any]:
-        """The store's trial attributes (``nas.attrs`` names) this result fills."""
-        from nas import attrs
-
-        out: dict[str, Any] = {
-            attrs.ACCURACY_PER_EPOCH: self.accuracy_per_epoch,
-            attrs.LOSS_PER_EPOCH: self.loss_per_epoch,
-            attrs.EPOCHS: self.epochs,
-            attrs.EPOCH_BUDGET: self.epoch_budget,
-            attrs.TRAIN_TIME_S: self.wall_time_s,
-            attrs.DEVICE: self.device,
-        }
-        if self.accuracy is not None:
-            out[attrs.ACCURACY] = self.accuracy
-        if self.reason:
-            out[attrs.FAILURE] = self.reason
-        return out
 
 
 OnEpoch = Callable[[int, float, float], "bool | None"]
@@ -120,9 +125,7 @@ def _resolve_device(name: str) -> torch.device:
 def forward_macs(model: nn.Module, in_chans: int, img_size: int) -> int | None:
     """Forward multiply-accumulates of one image (``evaluators.count_flops``; fvcore as a
     fallback while that is missing). None if the model cannot be traced."""
-    was_training = model.training
     try:
-        model.eval()
         try:
             from evaluators.flops import count_flops
         except ImportError:
@@ -133,13 +136,13 @@ def forward_macs(model: nn.Module, in_chans: int, img_size: int) -> int | None:
 
         p = next(model.parameters())
         x = torch.zeros(1, in_chans, img_size, img_size, device=p.device, dtype=p.dtype)
-        fca = FlopCountAnalysis(model, x)
-        fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        return int(fca.total())
+        with kept_state(model):
+            model.eval()
+            fca = FlopCountAnalysis(model, x)
+            fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            return int(fca.total())
     except Exception:  # a model fvcore cannot trace still trains; train_flops is then None
         return None
-    finally:
-        model.train(was_training)
 
 
 def cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -325,13 +328,21 @@ class ProxyTrainer:
                         result.reason = (f"time limit {cfg.time_limit_s:g}s reached after "
                                          f"{result.epochs} of {epoch_budget} epochs")
                         break
+                    if (bad := nonfinite_tensor(model)) is not None:  # e.g. the epoch's last step
+                        result.status, result.reason = "diverged", f"weights became {bad} after epoch {epoch}"
+                        break
                     t_eval = time.perf_counter()
                     try:
-                        acc, vloss = self._evaluate(model, val, cfg.eval_batch_size, autocast)
+                        acc, vloss, bad_logits = self._evaluate(model, val, cfg.eval_batch_size, autocast)
                     except torch.OutOfMemoryError:
                         oom_at = f"oom at eval batch (epoch {epoch}, eval batch size {cfg.eval_batch_size})"
                         break
                     result.eval_time_s += time.perf_counter() - t_eval
+                    if bad_logits or not math.isfinite(vloss):
+                        what = f"{bad_logits} non-finite validation logits" if bad_logits else \
+                            f"validation loss {vloss}"
+                        result.status, result.reason = "diverged", f"{what} at epoch {epoch}"
+                        break
                     result.epochs = epoch
                     result.accuracy, result.loss = acc, vloss
                     result.accuracy_per_epoch.append(acc)
@@ -375,10 +386,12 @@ class ProxyTrainer:
 
     @staticmethod
     @torch.inference_mode()
-    def _evaluate(model: nn.Module, val: DeviceBatches, batch: int, autocast) -> tuple[float, float]:
-        """Top-1 and mean cross-entropy (no smoothing) on the whole validation split; one sync."""
+    def _evaluate(model: nn.Module, val: DeviceBatches, batch: int, autocast) -> tuple[float, float, int]:
+        """Top-1, mean cross-entropy (no smoothing) and the number of non-finite logits on the
+        whole validation split; one sync."""
         model.eval()
         correct = torch.zeros((), dtype=torch.int64, device=val.device)
+        bad = torch.zeros((), dtype=torch.int64, device=val.device)
         loss_sum = torch.zeros((), device=val.device)
         for start in range(0, val.n, batch):
             xb, yb = val.plain(start, min(val.n, start + batch))
@@ -386,5 +399,6 @@ class ProxyTrainer:
                 logits = model(xb).float()
             loss_sum += F.cross_entropy(logits, yb, reduction="sum")
             correct += (logits.argmax(-1) == yb).sum()
-        c, s = torch.stack([correct.double(), loss_sum.double()]).tolist()
-        return c / val.n, s / val.n
+            bad += (~torch.isfinite(logits)).sum()
+        c, s, b = torch.stack([correct.double(), loss_sum.double(), bad.double()]).tolist()
+        return c / val.n, s / val.n, int(b)

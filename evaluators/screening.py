@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from evaluators.flops import count_flops_meta
+from evaluators.flops import count_flops_meta, counting_mode
 from evaluators.kernels import Kernel, arch_kernels
 from search_space.genome import ArchSpec
 
@@ -48,7 +48,7 @@ class Costs:
     head_flops: int = 0
     head_params: int = 0
     uncounted: dict[str, int] = field(default_factory=dict)
-    img_size: int = 224
+    img_size: int | tuple[int, int] = 224  # N for a square, (H, W) otherwise
 
     def to_dict(self) -> dict[str, Any]:
         return dict(flops=self.flops, params=self.params, flops_per_stage=list(self.flops_per_stage),
@@ -67,7 +67,7 @@ def kernel_cost(kernel: Kernel) -> KernelCost:
     hit = _CACHE.get(kernel.key)
     if hit is not None:
         return hit
-    with torch.device("meta"):
+    with torch.device("meta"), counting_mode():  # the count (so the cached cost) is mode-independent
         module = kernel.build()
     params = sum(p.numel() for p in module.parameters())
     fc = count_flops_meta(module, kernel.input_shape)
@@ -85,22 +85,19 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
-def screen(spec: ArchSpec | dict | str, img_size: int | None = None) -> Costs:
+def screen(spec: ArchSpec | dict | str, img_size: int | tuple[int, int] | None = None) -> Costs:
     """FLOPs (MACs) and parameters of a genome, per stage and in total, without real weights.
 
     Args:
         spec: an ``ArchSpec`` (or its dict / JSON); validated first.
-        img_size: input side in pixels (default: the genome's ``img_size``).
+        img_size: input side in pixels, or ``(H, W)`` (default: the genome's ``img_size``).
 
     Raises:
         ValueError: the genome is invalid (the message names the field).
     """
-    from search_space.builder import _as_spec
+    from search_space.builder import spec_at
 
-    spec = _as_spec(spec)
-    if img_size is not None and img_size != spec.img_size:
-        spec = spec.replace(img_size=int(img_size))
-    spec.validate()
+    spec = spec_at(spec, img_size)  # N or (H, W)
     n = len(spec.stages)
     flops, params = [0] * n, [0] * n
     stem_f = stem_p = head_f = head_p = 0

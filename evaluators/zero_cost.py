@@ -36,6 +36,10 @@ Proxies (higher = predicted better, for every one):
 
 Every proxy works on a deep copy, so the caller's model (weights, BatchNorm statistics,
 gradients, train/eval mode) is left untouched, and runs under a fixed seed.
+
+A model whose weights or buffers, or whose logits on the batch, are non-finite gets no score:
+``zero_cost_scores`` raises ``evaluators.proxy.Diverged`` with the reason (NASWOT would
+otherwise score NaN activations as a code of zeros, a finite and meaningless number).
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evaluators.data import LoadedData
-from nas.errors import NasError
+from operators.errors import NasError
 
 PROXIES = ("naswot", "synflow", "grad_norm", "snip", "flops", "params")
 
@@ -196,16 +200,38 @@ def params(model: nn.Module) -> float:
     return float(sum(p.numel() for p in model.parameters()))
 
 
+def check_finite(model: nn.Module, x: torch.Tensor) -> None:
+    """Raise ``Diverged`` naming the reason when ``model``'s weights/buffers or its eval-mode
+    logits on ``x`` are non-finite (the model itself is left as it was)."""
+    from evaluators.isolation import kept_state
+    from evaluators.proxy import Diverged, nonfinite_tensor
+
+    if (bad := nonfinite_tensor(model)) is not None:
+        raise Diverged(f"zero-cost proxies: the model's weights hold {bad}")
+    with kept_state(model), torch.no_grad():
+        model.eval()
+        logits = model(x)
+    if isinstance(logits, torch.Tensor) and not bool(torch.isfinite(logits).all()):
+        n = int((~torch.isfinite(logits)).sum())
+        raise Diverged(f"zero-cost proxies: {n} of the model's logits on the batch are non-finite")
+
+
 def zero_cost_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                      proxies: Sequence[str] = PROXIES, seed: int = 0) -> dict[str, float]:
     """Every requested proxy for ``model`` on the normalised batch ``x (B, C, H, W)`` with labels
-    ``y``. The caller's model is not modified; the same seed gives the same scores."""
+    ``y``. The caller's model is not modified; the same seed gives the same scores.
+
+    Raises:
+        Diverged: the model's weights, buffers or logits on ``x`` are non-finite.
+        NasError: an unknown proxy name.
+    """
     bad = [p for p in proxies if p not in PROXIES]
     if bad:
         raise NasError(f"unknown zero-cost proxy {bad[0]!r}; choose from {', '.join(PROXIES)}")
     dev = _first_param(model).device
     x, y = x.to(dev), y.to(dev)
     size = tuple(x.shape[1:])
+    check_finite(model, x)
     fns: dict[str, Callable[[], float]] = {
         "naswot": lambda: naswot(model, x),
         "synflow": lambda: synflow(model, size),

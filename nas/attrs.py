@@ -6,6 +6,8 @@ and export read them, so any front can be rebuilt from the store alone.
 
 from __future__ import annotations
 
+from typing import Any
+
 # --- trial user attributes --------------------------------------------------------------
 GENOME = "genome"                  # ArchSpec canonical JSON (str)
 ARCH_ID = "arch_id"                # sha1 of GENOME (str)
@@ -39,3 +41,21 @@ STUDY_OBJECTIVES = "objectives"    # [{"name": "accuracy", "direction": "maximiz
 STUDY_REFERENCE_POINT = "reference_point"  # hypervolume reference point, objective order
 STUDY_PRESETS = "presets"          # {preset: {"flops", "params", "summary", "genome", "accuracy"?}} references
 WORKER = "worker"                  # "host:pid" of the process that ran the trial (str)
+
+
+def proxy_result_attrs(res: Any) -> dict[str, Any]:
+    """The trial attributes an ``evaluators.ProxyResult`` fills: its neutral fields
+    (accuracy per epoch, epochs, wall time, ...) under this schema's names."""
+    out: dict[str, Any] = {
+        ACCURACY_PER_EPOCH: res.accuracy_per_epoch,
+        LOSS_PER_EPOCH: res.loss_per_epoch,
+        EPOCHS: res.epochs,
+        EPOCH_BUDGET: res.epoch_budget,
+        TRAIN_TIME_S: res.wall_time_s,
+        DEVICE: res.device,
+    }
+    if res.accuracy is not None:
+        out[ACCURACY] = res.accuracy
+    if res.reason:
+        out[FAILURE] = res.reason
+    return out

@@ -26,6 +26,7 @@ from typing import Any
 
 from nas import attrs
 from nas.errors import NasError
+from nas.errors import one_line as _one_line
 from nas.space import InvalidCandidate, SearchSpace, num_classes_for
 from nas.study import StudySpec, format_count
 from search_space.genome import ArchSpec
@@ -189,7 +190,7 @@ class TrialEvaluator:
             def cb(epoch: int, acc: float, loss: float) -> bool:
                 return bool(on_epoch(epoch, acc))
         res = ProxyTrainer(cfg).fit(model, data, on_epoch=cb, flops_per_image=cand.costs["flops"])
-        out = res.to_attrs()
+        out = attrs.proxy_result_attrs(res)
         out[attrs.TRAIN_TIME_S] = res.wall_time_s
         if res.status == "ok":
             acc = res.accuracy
@@ -357,9 +358,8 @@ def _code_version() -> str:
 
 
 def one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    msg = text[0] if text else ""
-    return f"{type(e).__name__}: {msg}"[:500] if not isinstance(e, (NasError, TrialFailed)) else msg[:500]
+    """A trial's failure in one line (``nas.errors.one_line``; a ``TrialFailed`` speaks for itself)."""
+    return _one_line(e, plain=(TrialFailed,))
 
 
 # --- Optuna objective ----------------------------------------------------------------------

@@ -21,7 +21,6 @@ parses the keys present; ``from_plain`` rebuilds a dataclass tree from its ``asd
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import types
 import typing
@@ -29,7 +28,7 @@ from dataclasses import Field
 from typing import Any
 
 from evaluators.config import setting
-from nas.errors import NasError
+from nas.errors import NasError, did_you_mean
 
 __all__ = ["Ctx", "setting", "borrow", "parse_fields", "from_plain", "check_keys", "table_of", "join",
            "typed", "int_value", "num_value", "choice", "str_list", "fields_doc"]
@@ -90,8 +89,7 @@ def join(a: str, b: str) -> str:
 def check_keys(ctx: Ctx, table: str, d: dict[str, Any], allowed: list[str]) -> None:
     for k in d:
         if k not in allowed:
-            close = difflib.get_close_matches(k, allowed, n=1, cutoff=0.5)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(k, allowed, cutoff=0.5)
             raise ctx.error(table, k, f"unknown key {k!r}{hint}; valid keys: {', '.join(allowed)}")
 
 
@@ -133,8 +131,7 @@ def num_value(ctx: Ctx, table: str, key: str, value: Any, lo: float | None = Non
 
 def choice(ctx: Ctx, table: str, key: str, value: Any, allowed: tuple[str, ...] | list[str]) -> str:
     if not isinstance(value, str) or value not in allowed:
-        close = difflib.get_close_matches(str(value), list(allowed), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(str(value), allowed)
         raise ctx.error(table, key, f"{key!r} must be one of {', '.join(allowed)}; got {value!r}{hint}")
     return value
 
@@ -149,8 +146,7 @@ def str_list(ctx: Ctx, table: str, key: str, value: Any, allowed: list[str] | No
         if registry is not None and v not in registry:
             raise ctx.error(table, key, f"{key!r}: {registry.unknown_message(v)}")
         if allowed is not None and v not in allowed:
-            close = difflib.get_close_matches(v, allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(v, allowed)
             raise ctx.error(table, key, f"{key!r}: {v!r} is not allowed{hint}; allowed: {', '.join(allowed)}")
     return tuple(value)
 

@@ -17,16 +17,12 @@ import math
 import random
 from typing import Any
 
-from nas.errors import NasError
+from nas.errors import InvalidCandidate, NasError
 from nas.study import DataSpec, IntRange, KnobRange, StudySpec
 from search_space.genome import ArchSpec, HeadSpec, StageSpec, StemSpec
 
 DATASET_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "synthetic": 10}
 DATASET_CHANS = {"digits": 3, "cifar10": 3, "cifar100": 3, "imagefolder": 3, "synthetic": 3}
-
-
-class InvalidCandidate(NasError):
-    """A suggested genome that no clamping could make valid (reported as a failed trial)."""
 
 
 def num_classes_for(data: DataSpec) -> int | None:

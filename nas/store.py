@@ -12,7 +12,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from nas.errors import NasError
+from evaluators.sql import fork_safe, normalize_url
+from nas.errors import NasError, did_you_mean
+from nas.errors import first_line as _first_line
 
 HEARTBEAT_S = 10           # a RUNNING trial's worker writes a heartbeat this often
 GRACE_FACTOR = 3           # ... and is failed when none came for HEARTBEAT_S * GRACE_FACTOR
@@ -40,19 +42,6 @@ def check_url(url: str) -> str:
                 parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise NasError(f"cannot create the directory {str(parent)!r} for storage {url}: {e.strerror}") from None
-    return url
-
-
-def normalize_url(url: str) -> str:
-    """``postgresql://`` -> ``postgresql+psycopg2://`` when psycopg (3) is missing: SQLAlchemy 2.1
-    defaults to psycopg 3, while this package ships psycopg2-binary."""
-    import importlib.util
-
-    for plain in ("postgresql://", "postgres://"):
-        if url.startswith(plain):
-            if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
-                return "postgresql+psycopg2://" + url[len(plain):]
-            return "postgresql://" + url[len(plain):]
     return url
 
 
@@ -107,6 +96,7 @@ def open_storage(url: str, *, heartbeat_s: float | None = HEARTBEAT_S, retry: bo
             raise NasError(f"cannot open storage {redact(shown)}: {_first_line(e)}") from None
     if url.startswith("sqlite"):
         _sqlite_pragmas(storage.engine)
+    fork_safe(storage.engine)  # a forked worker opens its own connections
     return storage
 
 
@@ -129,11 +119,6 @@ def _sqlite_pragmas(engine: Any) -> None:
     engine.dispose()  # connections made while creating the tables lack the pragmas
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(getattr(e, "orig", None) or e).strip().splitlines()
-    return text[0] if text else type(e).__name__
-
-
 def study_names(storage: Any) -> list[str]:
     import optuna
 
@@ -142,12 +127,9 @@ def study_names(storage: Any) -> list[str]:
 
 def require_study(storage: Any, name: str, url: str) -> None:
     """Raise ``NasError`` naming the studies that exist when ``name`` is not one of them."""
-    import difflib
-
     names = study_names(storage)
     if name not in names:
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(name, names)
         have = ", ".join(names) if names else "none"
         raise NasError(f"no study {name!r} in {redact(url)}{hint}; studies there: {have}")
 

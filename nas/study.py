@@ -22,7 +22,6 @@ root for ``studies/x.toml``), so the store lands at ``studies/<name>.db`` whatev
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import re
@@ -33,7 +32,7 @@ from typing import Any
 
 from evaluators.config import DataSpec as LibraryData
 from evaluators.config import ProxyConfig
-from nas.errors import NasError
+from nas.errors import NasError, did_you_mean
 from nas.schema import (
     Ctx,
     borrow,
@@ -275,8 +274,7 @@ def _mixers(ctx: Ctx, T: str, key: str, raw: Any) -> tuple[MixerSpace, ...]:
         table = f"space.mixers.{name}"
         for k in knobs:
             if k not in known:
-                close = difflib.get_close_matches(k, list(known), n=1, cutoff=0.5)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                hint = did_you_mean(k, known, cutoff=0.5)
                 raise ctx.error(table, k, f"mixer {name!r} has no knob {k!r}{hint}; its knobs: "
                                           f"{', '.join(known) or 'none'}")
         mixers.append(MixerSpace(name, tuple(_knob_range(ctx, table, k, v, known[k]) for k, v in knobs.items())))

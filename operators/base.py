@@ -7,10 +7,17 @@ from it), ``pos_encoding`` names an attention-internal position encoding from
 ``operators.POS_ENCODINGS`` (or ``"none"``), and ``block_index`` is the block's place within its
 stage (Swin alternates shifted windows with it). Everything after those three is a knob: typed,
 defaulted, and recorded in the genome.
+
+A module holding a tensor whose shape follows the grid it was built for (a learned position
+table, a bias table over the whole feature map) defines ``resize_state(name, tensor, source)``:
+it returns a checkpoint's tensor built for ``source``'s grid resampled to its own, exactly as its
+forward pass resamples at another grid, or raises a one-line ``ValueError`` where that cannot be
+done (``search_space.builder.checkpoint_filter_fn`` calls it when weights load at another size).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import types
 import typing
@@ -35,6 +42,11 @@ class Knob:
 
 def operator_knobs(cls: type, skip: tuple[str, ...] = ()) -> dict[str, Knob]:
     """The keyword-only knobs of an operator class, read from its ``__init__`` signature."""
+    return dict(_operator_knobs(cls, skip))
+
+
+@functools.cache
+def _operator_knobs(cls: type, skip: tuple[str, ...]) -> dict[str, Knob]:
     hints = typing.get_type_hints(cls.__init__)
     knobs = {}
     for p in inspect.signature(cls.__init__).parameters.values():
@@ -66,6 +78,13 @@ class TokenMixer(nn.Module):
     @classmethod
     def knobs(cls) -> dict[str, Knob]:
         return operator_knobs(cls)
+
+    @classmethod
+    def canonical_knobs(cls, knobs: dict[str, Any], *, depth: int) -> dict[str, Any]:
+        """``knobs`` (every knob present) with those that cannot change a stage of ``depth``
+        blocks set to their defaults: the genome's canonical form hashes this. The base rule
+        changes nothing; mixers with context-dependent knobs override it."""
+        return knobs
 
     @classmethod
     def check(cls, dim: int, grid_size: tuple[int, int], knobs: dict[str, Any]) -> str | None:
@@ -156,6 +175,33 @@ def attend(
     if pos is not None:
         out = pos.refine(out, v, grid)
     return out
+
+
+def cover_pad(size: int, kernel: int, stride: int, padding: int = 0) -> int:
+    """Extra zeros needed after the end of a side of ``size`` pixels so that a sliding window
+    (``kernel``, ``stride``, symmetric ``padding``) reaches every pixel; 0 when none are missed.
+
+    A strided conv or unfold ends at its last whole window, so when the stride does not divide
+    the padded side the last pixels are silently ignored. Padding by this amount adds one window
+    instead (timm's ``PatchEmbed(dynamic_img_pad=True)`` for ``kernel == stride``).
+    """
+    length = size + 2 * padding
+    if length < kernel:
+        return kernel - length
+    last = (length - kernel) // stride * stride + kernel - 1  # last padded position a window sees
+    return 0 if last >= padding + size - 1 else (-(length - kernel)) % stride
+
+
+def pad_to_cover(x: torch.Tensor, kernel: int, stride: int, padding: int = 0, *,
+                 channels_last: bool = False) -> torch.Tensor:
+    """Zero-pad the bottom and right of ``x`` (``(B, C, H, W)``, or ``(B, H, W, C)`` with
+    ``channels_last``) by ``cover_pad`` so a (``kernel``, ``stride``, ``padding``) window sees
+    every pixel. Returns ``x`` itself when nothing would be missed."""
+    H, W = (x.shape[1], x.shape[2]) if channels_last else (x.shape[-2], x.shape[-1])
+    ph, pw = cover_pad(H, kernel, stride, padding), cover_pad(W, kernel, stride, padding)
+    if not ph and not pw:
+        return x
+    return F.pad(x, (0, 0, 0, pw, 0, ph) if channels_last else (0, pw, 0, ph))
 
 
 def make_attn_pos(name: str, *, dim: int, num_heads: int, grid_size: tuple[int, int]) -> AttnPosEncoding | None:

@@ -13,42 +13,52 @@ import torch
 from timm.layers import DropPath, LayerScale
 from torch import nn
 
-from operators.registry import CHANNEL_ATTNS, CHANNEL_MLPS, MIXERS
+from operators.mlp import MlpFFN
 
 
 class UnifiedBlock(nn.Module):
     """``x + drop_path(ls(mixer(norm(x))))`` then ``x + drop_path(ls(mlp(norm(x))))``.
 
-    Channels-last ``(B, H, W, C)``. ``layer_scale`` is LayerScale's init value (None: off).
-    ``channel_attn`` names an optional channel-attention module applied after the mixer.
+    Channels-last ``(B, H, W, C)``. The block is given operator classes, not names (as timm's
+    ``MetaFormerBlock`` is given its ``token_mixer``); the builder resolves a genome's names in the
+    registries. ``layer_scale`` is LayerScale's init value (None: off).
+
+    Args:
+        dim: channels C.
+        token_mixer: a token-mixer class, built as ``token_mixer(dim, grid_size=..., pos_encoding=...,
+            block_index=..., **mixer_knobs)``.
+        pos_encoding: the attention-internal position encoding's name, passed to the mixer.
+        mlp_layer: a channel-MLP class, built as ``mlp_layer(dim, int(dim * mlp_ratio))``.
+        channel_attn_layer: an optional channel-attention class applied after the mixer, built
+            as ``channel_attn_layer(dim)`` (None: none).
     """
 
     def __init__(
         self,
         dim: int,
         *,
-        mixer: str,
+        token_mixer: type[nn.Module],
         mixer_knobs: dict[str, Any] | None = None,
         grid_size: tuple[int, int],
         pos_encoding: str = "none",
         block_index: int = 0,
-        mlp: str = "mlp",
+        mlp_layer: type[nn.Module] = MlpFFN,
         mlp_ratio: float = 4.0,
         layer_scale: float | None = None,
-        channel_attn: str = "none",
+        channel_attn_layer: type[nn.Module] | None = None,
         drop_path: float = 0.0,
         norm_layer: type[nn.Module] = nn.LayerNorm,
     ) -> None:
         super().__init__()
         self.norm1 = norm_layer(dim)
-        self.mixer = MIXERS.get(mixer)(
+        self.mixer = token_mixer(
             dim, grid_size=grid_size, pos_encoding=pos_encoding, block_index=block_index, **(mixer_knobs or {})
         )
-        self.channel_attn = nn.Identity() if channel_attn == "none" else CHANNEL_ATTNS.get(channel_attn)(dim)
+        self.channel_attn = nn.Identity() if channel_attn_layer is None else channel_attn_layer(dim)
         self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = norm_layer(dim)
-        self.mlp = CHANNEL_MLPS.get(mlp)(dim, int(dim * mlp_ratio))
+        self.mlp = mlp_layer(dim, int(dim * mlp_ratio))
         self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 

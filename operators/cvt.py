@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from operators.base import TokenMixer, attend, merge_heads, split_heads
+from operators.base import TokenMixer, attend, merge_heads, pad_to_cover, split_heads
 from operators.registry import MIXERS
 
 
@@ -50,14 +50,15 @@ class ConvProjectionAttention(TokenMixer):
         self.proj_k = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj_v = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
+        self.kernel_size, self.kv_stride = kernel_size, kv_stride
 
     @classmethod
     def check(cls, dim: int, grid_size: tuple[int, int], knobs: dict[str, Any]) -> str | None:
         k, s = knobs.get("kernel_size", 3), knobs.get("kv_stride", 2)
         if k < 1 or k % 2 == 0:
             return f"kernel_size={k} must be odd and positive (the projection keeps the map size)"
-        if s < 1:  # a stride past the map side is allowed: keys/values shrink to one token
-            return f"kv_stride={s} must be at least 1"
+        if not 1 <= s <= k:  # a stride past the map side is allowed: keys/values shrink to one token
+            return f"kv_stride={s} must be between 1 and kernel_size={k}, or some tokens never reach a key"
         return super().check(dim, grid_size, knobs)
 
     def _project(self, conv: nn.Module, proj: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -69,7 +70,9 @@ class ConvProjectionAttention(TokenMixer):
         B, H, W, C = x.shape
         xc = x.permute(0, 3, 1, 2)  # (B, C, H, W)
         q = self._project(self.conv_q, self.proj_q, xc)  # (B, heads, N, d)
-        k = self._project(self.conv_k, self.proj_k, xc)  # (B, heads, N / s^2, d)
-        v = self._project(self.conv_v, self.proj_v, xc)
+        # pad the end of a side the stride leaves pixels of, so every token reaches a key
+        xs = pad_to_cover(xc, self.kernel_size, self.kv_stride, self.kernel_size // 2)
+        k = self._project(self.conv_k, self.proj_k, xs)  # (B, heads, N / s^2, d)
+        v = self._project(self.conv_v, self.proj_v, xs)
         out = attend(q, k, v)  # (B, heads, N, d)
         return self.proj(merge_heads(out)).view(B, H, W, C)

@@ -40,6 +40,15 @@ class FocalModulation(TokenMixer):
                                               focal_factor=focal_factor, normalize_modulator=normalize_modulator)
 
     @classmethod
+    def canonical_knobs(cls, knobs: dict[str, Any], *, depth: int) -> dict[str, Any]:
+        """Level ``l`` has kernel ``focal_window + focal_factor * l``: with one level (``l = 0``)
+        ``focal_factor`` cannot matter (a valid one is set to its default)."""
+        factor = knobs.get("focal_factor")
+        if knobs.get("focal_level") == 1 and isinstance(factor, int) and factor >= 0:
+            knobs = {**knobs, "focal_factor": cls.knobs()["focal_factor"].default}
+        return knobs
+
+    @classmethod
     def check(cls, dim: int, grid_size: tuple[int, int], knobs: dict[str, Any]) -> str | None:
         level = knobs.get("focal_level", 2)
         window, factor = knobs.get("focal_window", 3), knobs.get("focal_factor", 2)

@@ -47,6 +47,13 @@ class LinformerAttention(TokenMixer):
         self.proj_k = nn.Linear(n, proj_len, bias=False)  # E: (proj_len, N)
         self.proj_v = self.proj_k if share_kv else nn.Linear(n, proj_len, bias=False)  # F
 
+    def resize_state(self, name: str, tensor: torch.Tensor, source: nn.Module | None) -> torch.Tensor:
+        """Token-count projections cannot be resampled: a checkpoint for another grid is refused."""
+        h0, w0 = source.grid_size if source is not None else ("?", "?")
+        h, w = self.grid_size
+        raise ValueError(f"linformer: the checkpoint's token projection {name} is built for {h0}x{w0} tokens and "
+                         f"cannot be resampled to {h}x{w}; load it at the checkpoint's img_size")
+
     @classmethod
     def check(cls, dim: int, grid_size: tuple[int, int], knobs: dict[str, Any]) -> str | None:
         k, n = knobs.get("proj_len", 32), grid_size[0] * grid_size[1]

@@ -7,8 +7,7 @@ Papers: Dosovitskiy et al. 2021 (ViT, learned absolute embeddings); Chen et al. 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from timm.layers import trunc_normal_
+from timm.layers import resample_abs_pos_embed, trunc_normal_
 from torch import nn
 
 from operators.base import GridPosEncoding
@@ -23,6 +22,20 @@ class NoPosEncoding(GridPosEncoding):
         return x
 
 
+def resample_pos_table(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """A learned ``(1, H, W, C)`` table at another grid ``(h, w)``: ``(1, h, w, C)``.
+
+    timm's ``resample_abs_pos_embed`` (bicubic, corners not aligned, no antialiasing), used both
+    in the forward pass and when a checkpoint is loaded at another size, so the two agree.
+    """
+    _, H, W, C = pos.shape
+    if (H, W) == tuple(grid):
+        return pos
+    out = resample_abs_pos_embed(pos.reshape(1, H * W, C), new_size=list(grid), old_size=[H, W],
+                                 num_prefix_tokens=0, antialias=False)
+    return out.reshape(1, grid[0], grid[1], C)
+
+
 @POS_ENCODINGS.register("abs")
 class LearnedAbsPosEncoding(GridPosEncoding):
     """A learned ``(H, W, C)`` table added to the tokens; bicubically resized when the grid
@@ -35,12 +48,13 @@ class LearnedAbsPosEncoding(GridPosEncoding):
         self.pos_embed = nn.Parameter(torch.zeros(1, *grid_size, dim))
         trunc_normal_(self.pos_embed, std=0.02)
 
+    def resize_state(self, name: str, tensor: torch.Tensor, source: nn.Module | None) -> torch.Tensor:
+        """A checkpoint's ``pos_embed`` of another grid, resampled to this one as ``forward`` would."""
+        return resample_pos_table(tensor, self.grid_size) if name == "pos_embed" else tensor
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
-        pos = self.pos_embed
-        if (H, W) != tuple(pos.shape[1:3]):
-            pos = F.interpolate(pos.permute(0, 3, 1, 2), size=(H, W), mode="bicubic", align_corners=False)
-            pos = pos.permute(0, 2, 3, 1)  # (1, H, W, C)
+        pos = resample_pos_table(self.pos_embed, (H, W))  # (1, H, W, C)
         return x + pos.to(x.dtype)
 
 

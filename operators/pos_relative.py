@@ -22,6 +22,28 @@ def relative_index(h: int, w: int) -> torch.Tensor:
     return (rel[0] + h - 1) * (2 * w - 1) + (rel[1] + w - 1)
 
 
+def resize_rel_table(table: torch.Tensor, old: tuple[int, int], new: tuple[int, int]) -> torch.Tensor:
+    """A ``((2H-1)(2W-1), heads)`` table for an ``old = (H, W)`` region, bicubically resampled
+    (corners not aligned) to ``new = (h, w)``: ``((2h-1)(2w-1), heads)``. The forward pass and
+    checkpoint loading at another size both use it."""
+    (H, W), (h, w) = old, new
+    if (H, W) == (h, w):
+        return table
+    heads = table.shape[1]
+    t = table.T.reshape(1, heads, 2 * H - 1, 2 * W - 1)
+    t = F.interpolate(t, size=(2 * h - 1, 2 * w - 1), mode="bicubic", align_corners=False)
+    return t.reshape(heads, -1).T
+
+
+def _square_region(length: int, what: str) -> tuple[int, int]:
+    """The square ``(n, n)`` region a ``(2n-1)^2``-entry table was built for."""
+    side = round(length ** 0.5)
+    if side * side != length or side % 2 == 0:
+        raise ValueError(f"{what}: cannot tell which region a table of {length} entries was built for; "
+                         "load it with the checkpoint's img_size known (its pretrained_cfg input_size)")
+    return (side + 1) // 2, (side + 1) // 2
+
+
 @POS_ENCODINGS.register("rel_bias")
 class RelPosBias(AttnPosEncoding):
     """Swin's relative position bias; for another grid the table is bicubically resized."""
@@ -35,15 +57,20 @@ class RelPosBias(AttnPosEncoding):
         trunc_normal_(self.table, std=0.02)
         self.register_buffer("index", relative_index(h, w), persistent=False)
 
+    def resize_state(self, name: str, tensor: torch.Tensor, source: nn.Module | None) -> torch.Tensor:
+        """A checkpoint's ``table`` built for ``source``'s region, resampled to this one as ``bias``
+        would (``source`` None: a square region is inferred from the table's length)."""
+        if name != "table":
+            return tensor
+        old = source.grid_size if source is not None else _square_region(tensor.shape[0], "rel_bias")
+        return resize_rel_table(tensor, old, self.grid_size)
+
     def bias(self, q: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         h, w = grid
         if tuple(grid) == self.grid_size:
             table, index = self.table, self.index
         else:
-            H, W = self.grid_size
-            table = self.table.T.reshape(1, self.num_heads, 2 * H - 1, 2 * W - 1)
-            table = F.interpolate(table, size=(2 * h - 1, 2 * w - 1), mode="bicubic", align_corners=False)
-            table = table.reshape(self.num_heads, -1).T
+            table = resize_rel_table(self.table, self.grid_size, (h, w))
             index = relative_index(h, w).to(q.device)
         n = h * w
         return table[index.reshape(-1)].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)  # (1, heads, N, N)

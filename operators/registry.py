@@ -1,20 +1,39 @@
-"""Name -> class registries, one per kind of operator."""
+"""Name -> class registries, one per kind of operator.
+
+The registries fill when the operator families are imported. ``import operators`` does not import
+them (so ``import operators.errors`` stays cheap, without torch); the first lookup does, through
+the loader ``operators`` installs with ``set_loader``.
+"""
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
+
+from operators.errors import UnknownNameError, did_you_mean
 
 T = TypeVar("T")
 
+_RAISE: Any = object()  # no default given to ``get``
+_LOADER: list[Callable[[], None]] = []  # imports every operator family once (see operators/__init__)
 
-class Registry(Generic[T]):
-    """A named mapping from operator names to classes.
 
-    ``@MIXERS.register("window")`` adds a class; ``MIXERS["window"]`` or ``MIXERS.get(name)``
-    looks one up and raises ``ValueError`` listing the known names (and the closest one).
+def set_loader(load: Callable[[], None]) -> None:
+    """Install the function that imports every operator family; lookups call it first."""
+    _LOADER[:] = [load]
+
+
+class Registry(Mapping[str, type[T]], Generic[T]):
+    """A read-only ``Mapping`` from operator names to classes (iterated in name order).
+
+    ``@MIXERS.register("window")`` adds a class (the only way in: there is no item assignment);
+    ``MIXERS["window"]`` or ``MIXERS.get(name)`` looks one up and raises ``UnknownNameError`` (a
+    ``NasError`` and a ``KeyError``) listing the known names and the closest one;
+    ``MIXERS.get(name, default)`` returns ``default`` instead. ``dict(MIXERS)``, ``MIXERS.items()``,
+    ``keys()``, ``values()`` and ``==`` behave as for any ``Mapping``.
     """
+
+    __hash__ = object.__hash__  # one registry per kind: hashed by identity (Mapping sets None)
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -30,33 +49,43 @@ class Registry(Generic[T]):
 
         return add
 
-    def get(self, name: str) -> type[T]:
+    def _all(self) -> dict[str, type[T]]:
+        for load in _LOADER:
+            load()
+        return self._entries
+
+    def get(self, name: str, default: Any = _RAISE) -> type[T]:
+        """The class registered as ``name``; unknown: ``default`` if given, else ``UnknownNameError``."""
+        entries = self._all()
         try:
-            return self._entries[name]
-        except KeyError:
-            raise ValueError(self.unknown_message(name)) from None
+            return entries[name]
+        except (KeyError, TypeError):  # TypeError: an unhashable name
+            if default is not _RAISE:
+                return default
+            raise UnknownNameError(self.unknown_message(name)) from None
+
+    def __getitem__(self, name: str) -> type[T]:
+        return self.get(name)
 
     def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(str(name), list(self._entries), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"unknown {self.kind} {name!r}{hint}; known: {', '.join(sorted(self._entries))}"
-
-    __getitem__ = get
+        known = self._all()
+        return f"unknown {self.kind} {name!r}{did_you_mean(name, known)}; known: {', '.join(sorted(known))}"
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        entries = self._all()
+        try:
+            return name in entries
+        except TypeError:
+            return False
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._entries))
+        return iter(sorted(self._all()))
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._all())
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
-
-    def items(self) -> list[tuple[str, type[T]]]:
-        return sorted(self._entries.items())
+        return sorted(self._all())
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"

@@ -39,6 +39,13 @@ class ShuffleWindowAttention(PartitionAttention):
         self.mode = "grid" if shuffle and block_index % 2 == 1 else "block"
 
     @classmethod
+    def canonical_knobs(cls, knobs: dict[str, Any], *, depth: int) -> dict[str, Any]:
+        """Only odd blocks shuffle, so ``shuffle`` cannot matter in a one-block stage."""
+        if depth == 1 and "shuffle" in knobs and "shuffle" in cls.knobs():
+            knobs = {**knobs, "shuffle": cls.knobs()["shuffle"].default}
+        return knobs
+
+    @classmethod
     def check(cls, dim: int, grid_size: tuple[int, int], knobs: dict[str, Any]) -> str | None:
         why = cls.check_partition("window_size", knobs.get("window_size", 7), grid_size)
         return why or super().check(dim, grid_size, knobs)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from operators.base import TokenMixer, attend, merge_heads, split_heads
+from operators.base import TokenMixer, attend, merge_heads, pad_to_cover, split_heads
 from operators.registry import MIXERS
 
 
@@ -61,6 +61,7 @@ class SpatialReductionAttention(_ReducedKVAttention):
         super().__init__(dim, num_heads, qkv_bias)
         self.sr = nn.Conv2d(dim, dim, sr_ratio, stride=sr_ratio) if sr_ratio > 1 else nn.Identity()
         self.norm = nn.LayerNorm(dim) if sr_ratio > 1 else nn.Identity()
+        self.sr_ratio = sr_ratio
 
     @classmethod
     def check(cls, dim: int, grid_size: tuple[int, int], knobs: dict[str, Any]) -> str | None:
@@ -70,7 +71,8 @@ class SpatialReductionAttention(_ReducedKVAttention):
         return super().check(dim, grid_size, knobs)
 
     def reduce(self, x: torch.Tensor) -> torch.Tensor:
-        return self.sr(x)
+        # a side sr_ratio does not divide is zero-padded, so its last tokens still reach a key
+        return self.sr(pad_to_cover(x, self.sr_ratio, self.sr_ratio))  # (B, C, ceil(H/R), ceil(W/R))
 
 
 @MIXERS.register("sra_linear")

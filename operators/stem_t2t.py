@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from operators.base import cover_pad, pad_to_cover
 from operators.block import UnifiedBlock
 from operators.registry import MIXERS, STEMS
 from operators.stems import Stem
@@ -28,7 +29,11 @@ TOKEN_MIXERS = ("attention", "performer")  # global mixers that work on any grid
 
 
 class SoftSplit(nn.Module):
-    """``nn.Unfold`` over a channels-last grid: ``(B, H, W, C) -> (B, h, w, C * k * k)``."""
+    """``nn.Unfold`` over a channels-last grid: ``(B, H, W, C) -> (B, h, w, C * k * k)``.
+
+    A side the stride leaves pixels of is zero-padded at the end first, so every pixel is in
+    some split (the 7/4/2 split misses the last pixel of a side of 34, for instance).
+    """
 
     def __init__(self, kernel_size: int, stride: int, padding: int) -> None:
         super().__init__()
@@ -36,10 +41,11 @@ class SoftSplit(nn.Module):
         self.unfold = nn.Unfold(kernel_size, stride=stride, padding=padding)
 
     def out_size(self, n: int) -> int:
-        return (n + 2 * self.p - self.k) // self.s + 1
+        return (n + cover_pad(n, self.k, self.s, self.p) + 2 * self.p - self.k) // self.s + 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
+        x = pad_to_cover(x, self.k, self.s, self.p, channels_last=True)  # (B, H', W', C)
         cols = self.unfold(x.permute(0, 3, 1, 2))  # (B, C*k*k, h*w)
         return cols.transpose(1, 2).reshape(B, self.out_size(H), self.out_size(W), -1)  # (B, h, w, C*k*k)
 
@@ -51,8 +57,9 @@ class TokenTransformer(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(in_dim)
         self.reduce = nn.Linear(in_dim, token_dim)
-        knobs = {"num_heads": 1} if "num_heads" in MIXERS.get(token_mixer).knobs() else {}
-        self.block = UnifiedBlock(token_dim, mixer=token_mixer, mixer_knobs=knobs, grid_size=(56, 56), mlp_ratio=1.0)
+        mixer_cls = MIXERS.get(token_mixer)
+        knobs = {"num_heads": 1} if "num_heads" in mixer_cls.knobs() else {}
+        self.block = UnifiedBlock(token_dim, token_mixer=mixer_cls, mixer_knobs=knobs, grid_size=(56, 56), mlp_ratio=1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(self.reduce(self.norm(x)))  # (B, h, w, token_dim)

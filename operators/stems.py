@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from operators.base import operator_knobs
+from operators.base import operator_knobs, pad_to_cover
 from operators.registry import STEMS
 
 
@@ -35,20 +35,30 @@ class Stem(nn.Module):
 
 @STEMS.register("patchify")
 class PatchifyStem(Stem):
-    """Non-overlapping ``p x p`` patches linearly embedded (ViT); optional LayerNorm (Swin)."""
+    """Non-overlapping ``p x p`` patches linearly embedded (ViT); optional LayerNorm (Swin).
+
+    A side that ``p`` does not divide is zero-padded at the bottom/right to the next multiple
+    (timm's ``dynamic_img_pad``), so the last pixels reach a patch: ``(B, ceil(H/p), ceil(W/p), C)``.
+    """
 
     def __init__(self, in_chans: int, dim: int, *, patch_size: int = 16, norm: bool = False) -> None:
         super().__init__()
         self.proj = nn.Conv2d(in_chans, dim, patch_size, stride=patch_size)
         self.norm = nn.LayerNorm(dim) if norm else nn.Identity()
+        self.patch_size = patch_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = pad_to_cover(x, self.patch_size, self.patch_size)  # (B, C_in, p*ceil(H/p), p*ceil(W/p))
         return self.norm(self.proj(x).permute(0, 2, 3, 1))  # (B, H/p, W/p, C)
 
 
 @STEMS.register("overlap")
 class OverlapStem(Stem):
-    """Overlapping patches: a ``k x k`` conv of stride ``p`` (PVTv2; MetaFormer uses k=7, p=4)."""
+    """Overlapping patches: a ``k x k`` conv of stride ``p`` (PVTv2; MetaFormer uses k=7, p=4).
+
+    ``k`` is odd and at least ``2p - 1``, so with its ``k // 2`` padding the windows reach every
+    pixel of any input and the grid is ``ceil(H/p) x ceil(W/p)``.
+    """
 
     def __init__(self, in_chans: int, dim: int, *, patch_size: int = 4, kernel_size: int = 7,
                  norm: bool = True) -> None:
@@ -59,8 +69,9 @@ class OverlapStem(Stem):
     @classmethod
     def check(cls, patch_size: int, knobs: dict[str, Any]) -> str | None:
         k = knobs.get("kernel_size", 7)
-        if k < patch_size:
-            return f"kernel_size={k} must be at least patch_size={patch_size} (patches would skip pixels)"
+        if k % 2 == 0 or k < 2 * patch_size - 1:
+            return (f"kernel_size={k} must be odd and at least 2 * patch_size - 1 = {2 * patch_size - 1} "
+                    "(otherwise the last pixels of a side never reach a patch)")
         return super().check(patch_size, knobs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

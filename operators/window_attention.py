@@ -7,6 +7,8 @@ Windows". Cost: O(N w^2 C) for window size w. Grids the window does not divide a
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -87,6 +89,13 @@ class WindowAttention(TokenMixer):
         self.proj = nn.Linear(dim, dim)
         self.pos = make_attn_pos(pos_encoding, dim=dim, num_heads=num_heads, grid_size=self.window)
         self._masks: dict[tuple, torch.Tensor | None] = {}
+
+    @classmethod
+    def canonical_knobs(cls, knobs: dict[str, Any], *, depth: int) -> dict[str, Any]:
+        """Only odd blocks shift, so ``shift`` cannot matter in a one-block stage."""
+        if depth == 1 and "shift" in knobs and "shift" in cls.knobs():
+            knobs = {**knobs, "shift": cls.knobs()["shift"].default}
+        return knobs
 
     def _mask(self, Hp: int, Wp: int, ws: tuple[int, int], shift: tuple[int, int], valid: tuple[int, int],
               device: torch.device) -> torch.Tensor | None:

@@ -8,19 +8,28 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 import torch
 from timm.layers import trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+from timm.models._features import FeatureGetterNet, feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 from torch import nn
 
-from operators import DOWNSAMPLERS, POS_ENCODINGS, STEMS, UnifiedBlock
+from operators.block import UnifiedBlock
 from operators.heads import ClassifierHead
-from search_space.genome import ArchSpec
+from operators.registry import (
+    CHANNEL_ATTNS,
+    CHANNEL_MLPS,
+    DOWNSAMPLERS,
+    MIXERS,
+    POS_ENCODINGS,
+    STEMS,
+)
+from search_space.genome import ArchSpec, ImgSize, img_hw, img_size_value
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -37,10 +46,13 @@ class NasStage(nn.Module):
         pos_cls = POS_ENCODINGS.get(spec.pos)
         self.pos = pos_cls(spec.dim, grid_size=grid) if pos_cls.placement == "grid" else nn.Identity()
         attn_pos = spec.pos if pos_cls.placement == "attention" else "none"
+        # the block gets classes (timm MetaFormer style): the names are resolved here, once per stage
+        mixer_cls, mlp_cls = MIXERS.get(spec.mixer), CHANNEL_MLPS.get(spec.mlp)
+        channel_attn_cls = None if spec.channel_attn == "none" else CHANNEL_ATTNS.get(spec.channel_attn)
         self.blocks = nn.Sequential(*[
-            UnifiedBlock(spec.dim, mixer=spec.mixer, mixer_knobs=spec.knob_dict, grid_size=grid,
-                         pos_encoding=attn_pos, block_index=i, mlp=spec.mlp, mlp_ratio=spec.mlp_ratio,
-                         layer_scale=spec.layer_scale, channel_attn=spec.channel_attn, drop_path=dp)
+            UnifiedBlock(spec.dim, token_mixer=mixer_cls, mixer_knobs=spec.knob_dict, grid_size=grid,
+                         pos_encoding=attn_pos, block_index=i, mlp_layer=mlp_cls, mlp_ratio=spec.mlp_ratio,
+                         layer_scale=spec.layer_scale, channel_attn_layer=channel_attn_cls, drop_path=dp)
             for i, dp in enumerate(drop_path)
         ])
         self.grad_checkpointing = False
@@ -77,7 +89,7 @@ class NasNet(nn.Module):
         if in_chans is not None:
             changes["in_chans"] = int(in_chans)
         if img_size is not None:
-            changes["img_size"] = int(img_size if isinstance(img_size, int) else img_size[0])
+            changes["img_size"] = _img_size_arg(img_size)
         if global_pool in ("avg", "cls"):
             changes["head"] = spec.head.__class__(global_pool, spec.head.mlp_ratio, spec.head.drop_rate)
         if drop_rate is not None:
@@ -93,7 +105,7 @@ class NasNet(nn.Module):
                                               **spec.stem.knob_dict)
         grids = spec.stage_grids()
         depths = [s.depth for s in spec.stages]
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # also under meta
         stages, in_dim, stride, self.feature_info = [], spec.stages[0].dim, spec.stem.patch_size, []
         for i, (s, grid) in enumerate(zip(spec.stages, grids)):
             stride *= DOWNSAMPLERS.get(s.downsample).stride if i else 1
@@ -121,7 +133,8 @@ class NasNet(nn.Module):
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         return dict(stem=r"^stem", blocks=r"^stages\.(\d+)" if coarse else [
-            (r"^stages\.(\d+)\.downsample", (0,)), (r"^stages\.(\d+)\.blocks\.(\d+)", None), (r"^norm", (99999,))])
+            (r"^stages\.(\d+)\.(?:downsample|pos)", (0,)), (r"^stages\.(\d+)\.blocks\.(\d+)", None),
+            (r"^norm", (99999,))])
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -189,6 +202,72 @@ class NasNet(nn.Module):
         return take
 
 
+TRAINING_HOOKS = ("set_grad_checkpointing", "no_weight_decay", "group_matcher")
+
+
+class NasFeatureNet(FeatureGetterNet):
+    """timm's ``FeatureGetterNet`` (``features_only=True``) that keeps the wrapped ``NasNet``'s
+    training hooks: ``set_grad_checkpointing``, ``no_weight_decay`` and ``group_matcher`` answer
+    for the wrapper's own parameter names (``model.<name>``), so timm's optimizer factory, layer
+    decay and gradient checkpointing work on a features model as on the classifier.
+    """
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.model.set_grad_checkpointing(enable)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {f"model.{name}" for name in self.model.no_weight_decay()}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        def under_model(pattern: Any) -> Any:
+            if isinstance(pattern, str):
+                return r"^model\." + pattern.removeprefix("^")
+            if isinstance(pattern, tuple) and pattern and isinstance(pattern[0], str):
+                return (under_model(pattern[0]), *pattern[1:])
+            return [under_model(p) for p in pattern]
+
+        return {k: under_model(v) for k, v in self.model.group_matcher(coarse).items()}
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module,
+                         source_spec: ArchSpec | None = None) -> dict[str, torch.Tensor]:
+    """timm ``pretrained_filter_fn``: fit a checkpoint saved at another image size to ``model``.
+
+    Every tensor whose shape follows the token grid (learned position tables, relative and LeViT
+    bias tables over a whole feature map, ...) differs in shape between the two sizes. For each
+    such key the nearest enclosing module that defines ``resize_state(name, tensor, source)``
+    resamples it exactly as its forward pass resamples at another grid, so the model loaded at
+    the new size gives the outputs the checkpoint's model gives on the same input; a module that
+    cannot be resampled (linformer's token-count projections) raises a one-line ``ValueError``.
+    ``source_spec`` is the genome the checkpoint was saved from (its img_size tells each module
+    the grid its table was built for); without it square grids are inferred from the shapes.
+    Other mismatches (a classifier of another size) are left to timm's loader.
+    """
+    own = model.state_dict()
+    mismatched = [k for k, v in state_dict.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    if not mismatched:
+        return state_dict
+    source = None
+    if source_spec is not None:
+        with torch.device("meta"):
+            source = NasNet(source_spec)
+    out = dict(state_dict)
+    for key in mismatched:
+        path = key.split(".")
+        for cut in range(len(path) - 1, 0, -1):  # the nearest enclosing module that can resize
+            owner_name = ".".join(path[:cut])
+            owner = model.get_submodule(owner_name)
+            resize = getattr(owner, "resize_state", None)
+            if resize is not None:
+                src = source.get_submodule(owner_name) if source is not None else None
+                out[key] = resize(".".join(path[cut:]), state_dict[key], src)
+                break
+    return out
+
+
 def _init_weights(m: nn.Module) -> None:
     if isinstance(m, nn.Linear):
         trunc_normal_(m.weight, std=0.02)
@@ -229,18 +308,29 @@ def _as_spec(spec: ArchSpec | dict[str, Any] | str) -> ArchSpec:
     raise ValueError(f"a genome must be an ArchSpec, a dict or a JSON string, got {type(spec).__name__}")
 
 
-def spec_at(spec: ArchSpec | dict[str, Any] | str, img_size: int | None = None) -> ArchSpec:
-    """A genome (ArchSpec, its dict or JSON) at ``img_size`` (default: its own), validated."""
+def _img_size_arg(img_size: Any) -> ImgSize:
+    """``img_size`` as given to ``create_model``/``build_model`` (``N``, ``(H, W)`` or ``[H, W]``)
+    in the genome's form; ``ValueError`` in one line for anything else."""
+    try:
+        img_hw(img_size)
+    except ValueError:
+        raise ValueError(f"img_size must be N (a square) or (H, W), got {img_size!r}") from None
+    return img_size_value(tuple(img_size) if isinstance(img_size, list) else img_size)
+
+
+def spec_at(spec: ArchSpec | dict[str, Any] | str, img_size: ImgSize | None = None) -> ArchSpec:
+    """A genome (ArchSpec, its dict or JSON) at ``img_size`` (``N`` or ``(H, W)``; default: its
+    own), validated."""
     spec = _as_spec(spec)
-    if img_size is not None and img_size != spec.img_size:
-        spec = spec.replace(img_size=int(img_size))
+    if img_size is not None and _img_size_arg(img_size) != spec.img_size:
+        spec = spec.replace(img_size=_img_size_arg(img_size))
     return spec.validate()
 
 
 def pretrained_cfg_for(spec: ArchSpec) -> dict[str, Any]:
     """timm pretrained_cfg entries that follow from a genome."""
     return dict(
-        input_size=(spec.in_chans, spec.img_size, spec.img_size), num_classes=spec.num_classes,
+        input_size=(spec.in_chans, *spec.img_hw), num_classes=spec.num_classes,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bicubic", crop_pct=0.9,
         first_conv=STEMS.get(spec.stem.kind).first_conv,
         classifier="head.fc.3" if spec.head.mlp_ratio else "head.fc",  # an MLP head's last Linear
@@ -262,13 +352,18 @@ def create_nasnet(variant: str, spec: ArchSpec | dict | str, pretrained: bool = 
     """
     spec = _as_spec(spec)
     changes = {k: kwargs.pop(k) for k in ("num_classes", "in_chans", "img_size") if kwargs.get(k) is not None}
-    if "img_size" in changes and not isinstance(changes["img_size"], int):
-        changes["img_size"] = int(changes["img_size"][0])
+    if "img_size" in changes:
+        changes["img_size"] = _img_size_arg(changes["img_size"])
     spec = spec.replace(**changes) if changes else spec
     overlay = pretrained_cfg_for(spec)
     source = kwargs.get("pretrained_cfg")
     given = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
+    source_spec = None
     if isinstance(source, dict):  # weights described by a config (local-dir:, hf-hub:, an export)
+        if source.get("input_size"):  # the genome the checkpoint was saved from: grid tables resample
+            c, *hw = source["input_size"]
+            source_spec = spec.replace(img_size=img_size_value(tuple(hw)), in_chans=int(c),
+                                       num_classes=int(source.get("num_classes", spec.num_classes)))
         # keep the checkpoint's classes and channels so timm drops a classifier of another size
         overlay["num_classes"] = source.get("num_classes", overlay["num_classes"])
         overlay["input_size"] = (*(source.get("input_size") or overlay["input_size"])[:1], *overlay["input_size"][1:])
@@ -283,10 +378,11 @@ def create_nasnet(variant: str, spec: ArchSpec | dict | str, pretrained: bool = 
     overlay.update(given)
     for k in ("num_classes", "in_chans"):
         kwargs.pop(k, None)
+    kwargs.setdefault("pretrained_filter_fn", functools.partial(checkpoint_filter_fn, source_spec=source_spec))
     return build_model_with_cfg(
         NasNet, variant, pretrained, spec=spec, pretrained_cfg_overlay=overlay,
         num_classes=spec.num_classes, in_chans=spec.in_chans,
-        feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(len(spec.stages)))), **kwargs,
+        feature_cfg=dict(feature_cls=NasFeatureNet, out_indices=tuple(range(len(spec.stages)))), **kwargs,
     )
 
 

@@ -12,15 +12,18 @@ JSON, so it is the same in every process and Python version. ``validate()`` rais
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from operators.errors import did_you_mean
+from search_space.validate import HEAD_POOLS, ImgSize, img_hw, img_size_value  # noqa: F401  (the genome's vocabulary, re-exported)
+from search_space.validate import validate as _validate
+
 GENOME_VERSION = 1
 Knobs = tuple[tuple[str, Any], ...]
-
-
 def _freeze_knobs(knobs: Any, where: str) -> Knobs:
     if knobs is None:
         return ()
@@ -108,7 +111,6 @@ class HeadSpec:
                 object.__setattr__(self, name, float(v))
 
 
-HEAD_POOLS = ("avg", "cls")
 
 
 @dataclass(frozen=True)
@@ -120,10 +122,16 @@ class ArchSpec:
     head: HeadSpec = field(default_factory=HeadSpec)
     num_classes: int = 1000
     in_chans: int = 3
-    img_size: int = 224
+    img_size: ImgSize = 224
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
+        object.__setattr__(self, "img_size", img_size_value(self.img_size))
+
+    @property
+    def img_hw(self) -> tuple[int, int]:
+        """``(H, W)`` of ``img_size`` (which is ``N`` for a square, ``[H, W]`` in JSON otherwise)."""
+        return img_hw(self.img_size)
 
     # --- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -177,10 +185,42 @@ class ArchSpec:
             raise ValueError(f"the genome is not valid JSON: {e}") from None
         return cls.from_dict(d)
 
-    @property
+    @functools.cached_property
     def arch_id(self) -> str:
-        """sha1 of the canonical JSON: stable across processes and Python versions."""
-        return hashlib.sha1(self.to_json().encode()).hexdigest()
+        """sha1 of the canonical form's JSON (``canonical()``): stable across processes and
+        Python versions, and the same for every way of writing one network."""
+        return hashlib.sha1(self.canonical().to_json().encode()).hexdigest()
+
+    def canonical(self) -> ArchSpec:
+        """The canonical form of this genome: the same network written one way.
+
+        - every stem and mixer knob is present: a missing knob gets its constructor default
+          (read from the operator's signature, as validation reads it); a float knob given as
+          an int is a float (``2`` -> ``2.0``);
+        - knobs that cannot change the network are set to their defaults: a mixer's own rule
+          (``TokenMixer.canonical_knobs``: ``shift``/``shuffle`` of a one-block windowed stage,
+          ``focal_factor`` with one focal level);
+        - ``layer_scale`` 0 is None (both build no LayerScale).
+
+        Unknown names (an invalid genome) are left as they are, for ``validate`` to report.
+        ``arch_id`` hashes this form's ``to_json()``; a genome already canonical keeps its id.
+        """
+        from operators import MIXERS, STEMS
+
+        stem = self.stem
+        if stem.kind in STEMS:
+            stem = dataclasses.replace(stem, knobs=_filled_knobs(STEMS.get(stem.kind).knobs(), stem.knob_dict))
+        stages = []
+        for s in self.stages:
+            changes: dict[str, Any] = {}
+            if s.mixer in MIXERS:
+                mixer = MIXERS.get(s.mixer)
+                changes["mixer_knobs"] = mixer.canonical_knobs(_filled_knobs(mixer.knobs(), s.knob_dict),
+                                                               depth=s.depth)
+            if s.layer_scale is not None and s.layer_scale == 0:
+                changes["layer_scale"] = None
+            stages.append(dataclasses.replace(s, **changes) if changes else s)
+        return self.replace(stem=stem, stages=tuple(stages))
 
     # --- derived shapes ------------------------------------------------------------------
     @property
@@ -192,16 +232,19 @@ class ArchSpec:
             stride *= DOWNSAMPLERS.get(s.downsample).stride if s.downsample in DOWNSAMPLERS else 1
         return stride
 
-    def stage_grids(self, img_size: int | None = None) -> list[tuple[int, int]]:
-        """The feature-map size each stage sees at ``img_size`` (default: the genome's)."""
+    def stage_grids(self, img_size: ImgSize | None = None) -> list[tuple[int, int]]:
+        """The ``(h, w)`` feature map each stage sees at ``img_size`` (``N`` or ``(H, W)``;
+        default: the genome's)."""
         from operators import DOWNSAMPLERS
 
-        side = (img_size or self.img_size) // self.stem.patch_size
+        H, W = img_hw(img_size or self.img_size)
+        h, w = H // self.stem.patch_size, W // self.stem.patch_size
         grids = []
         for i, s in enumerate(self.stages):
             if i > 0 and s.downsample in DOWNSAMPLERS:
-                side = -(-side // DOWNSAMPLERS.get(s.downsample).stride)
-            grids.append((side, side))
+                stride = DOWNSAMPLERS.get(s.downsample).stride
+                h, w = -(-h // stride), -(-w // stride)
+            grids.append((h, w))
         return grids
 
     def summary(self) -> str:
@@ -218,22 +261,29 @@ class ArchSpec:
 
     def validate(self) -> ArchSpec:
         """Raise ``ValueError`` naming the field and the allowed values; return self if valid."""
-        from search_space.validate import validate
-
-        validate(self)
+        _validate(self)
         return self
 
 
-def _check_keys(d: Any, cls: type, where: str) -> None:
-    import difflib
+def _filled_knobs(known: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` with every knob of ``known`` (name -> ``operators.base.Knob``) present: missing
+    ones at their default, ints given for float knobs as floats; unknown names kept."""
+    out = dict(given)
+    for name, knob in known.items():
+        v = out.get(name, knob.default)
+        if knob.type is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        out[name] = v
+    return out
 
+
+def _check_keys(d: Any, cls: type, where: str) -> None:
     if not isinstance(d, dict):
         raise ValueError(f"{where} must be an object, got {type(d).__name__}")
     names = [f.name for f in dataclasses.fields(cls)]
     for k in d:
         if k not in names:
-            close = difflib.get_close_matches(k, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(k, names)
             raise ValueError(f"{where}: unknown field {k!r}{hint}; fields: {', '.join(names)}")
 
 
@@ -250,8 +300,13 @@ def _check_types(spec: ArchSpec) -> None:
         for f in dataclasses.fields(obj):
             v = getattr(obj, f.name)
             allowed = _TYPES.get(f.name)
+            if f.name == "img_size" and isinstance(v, tuple) and all(
+                    isinstance(x, int) and not isinstance(x, bool) for x in v):
+                continue  # (H, W): img_size_value made it a pair of ints
             if allowed and (not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed)):
                 names = " or ".join(t.__name__ if t is not type(None) else "null" for t in allowed)
+                if f.name == "img_size":
+                    names = "int (a square) or [H, W]"
                 raise ValueError(f"{where}.{f.name} must be {names}, got {v!r}")
 
     check(spec, "genome")

@@ -7,6 +7,7 @@ per preset (for example DeiT's class token is replaced by average pooling).
 
 from __future__ import annotations
 
+from operators.errors import did_you_mean
 from search_space.genome import ArchSpec, HeadSpec, StageSpec, StemSpec
 
 
@@ -91,10 +92,7 @@ PRESET_TIMM: dict[str, str] = {
 
 def get_preset(name: str) -> ArchSpec:
     """The preset genome ``name``; a ``ValueError`` lists the known ones."""
-    import difflib
-
     if name not in PRESETS:
-        close = difflib.get_close_matches(name, list(PRESETS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(name, PRESETS)
         raise ValueError(f"unknown preset {name!r}{hint}; presets: {', '.join(PRESETS)}")
     return PRESETS[name]

@@ -1,22 +1,69 @@
-"""Genome validation: every rule raises a ``ValueError`` that names the field and what is allowed."""
+"""Genome validation: every rule raises a ``ValueError`` that names the field and what is allowed.
+
+It sits below ``search_space.genome`` (which calls it from ``ArchSpec.validate``) and reads the
+genome only through its attributes, so the two modules do not import each other.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from operators.base import Knob
-from search_space.genome import HEAD_POOLS, ArchSpec
+from operators.errors import did_you_mean
+
+if TYPE_CHECKING:
+    from search_space.genome import ArchSpec
 
 MAX_STAGES = 4
+HEAD_POOLS = ("avg", "cls")
+ImgSize = int | tuple[int, int]
+
+
+def img_size_value(size: Any) -> Any:
+    """An image size as the genome stores it: ``int`` for a square, ``(H, W)`` otherwise
+    (``[32, 48]`` -> ``(32, 48)``, ``(32, 32)`` -> ``32``). Anything else is returned as is,
+    for the type check to report."""
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in size):
+        return size[0] if size[0] == size[1] else (size[0], size[1])
+    return size
+
+
+def img_hw(size: ImgSize) -> tuple[int, int]:
+    """``(H, W)`` of an image size given as ``N`` (a square) or ``(H, W)``.
+
+    Raises:
+        ValueError: anything else (e.g. three sides, a string).
+    """
+    size = img_size_value(size)
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size, size
+    if isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return size
+    raise ValueError(f"an image size is N (a square) or (H, W), got {size!r}")
 
 
 def validate(spec: ArchSpec) -> None:
-    from operators import CHANNEL_ATTNS, CHANNEL_MLPS, DOWNSAMPLERS, MIXERS, POS_ENCODINGS, STEMS
+    """Check every rule on ``spec``; raises ``ValueError`` naming the field and the allowed values."""
+    from operators.base import Knob
+    from operators.registry import (
+        CHANNEL_ATTNS,
+        CHANNEL_MLPS,
+        DOWNSAMPLERS,
+        MIXERS,
+        POS_ENCODINGS,
+        STEMS,
+    )
 
-    for name in ("num_classes", "in_chans", "img_size"):
+    for name in ("num_classes", "in_chans"):
         if getattr(spec, name) <= 0 and not (name == "num_classes" and spec.num_classes == 0):
             raise ValueError(f"genome.{name} must be positive (num_classes may be 0: no classifier), "
                              f"got {getattr(spec, name)}")
+    try:
+        hw = img_hw(spec.img_size)
+    except ValueError:
+        raise ValueError(f"genome.img_size must be an int (a square) or [H, W], got {spec.img_size!r}") from None
+    if min(hw) <= 0:
+        raise ValueError(f"genome.img_size must be positive, got {spec.img_size!r}")
     if spec.stem.kind not in STEMS:
         raise ValueError(f"stem.kind: {STEMS.unknown_message(spec.stem.kind)}")
     stem_cls = STEMS.get(spec.stem.kind)
@@ -53,9 +100,11 @@ def validate(spec: ArchSpec) -> None:
             heads = s.knob_dict.get("num_heads", mixer.knobs().get("num_heads", Knob("", int, 1)).default)
             if heads and (why := pos_cls.check(s.dim, heads)) is not None:
                 raise ValueError(f"{where}.pos: {why}")
-    if spec.img_size % spec.total_stride:
-        raise ValueError(f"img_size={spec.img_size} is not divisible by the total stride {spec.total_stride} "
-                         f"(stem patch {spec.stem.patch_size} x downsamplers); use a multiple of {spec.total_stride}")
+    if any(side % spec.total_stride for side in hw):
+        shown = spec.img_size if isinstance(spec.img_size, int) else f"{hw[0]}x{hw[1]}"
+        raise ValueError(f"img_size={shown} is not divisible by the total stride {spec.total_stride} "
+                         f"(stem patch {spec.stem.patch_size} x downsamplers); use a multiple of {spec.total_stride}"
+                         + ("" if isinstance(spec.img_size, int) else " on each side"))
     for i, (s, grid) in enumerate(zip(spec.stages, spec.stage_grids())):
         if (why := MIXERS.get(s.mixer).check(s.dim, grid, s.knob_dict)) is not None:
             raise ValueError(f"stages[{i}] mixer {s.mixer!r}: {why}")
@@ -68,12 +117,9 @@ def validate(spec: ArchSpec) -> None:
 
 
 def _check_knobs(known: dict[str, Any], given: dict[str, Any], where: str) -> None:
-    import difflib
-
     for name, value in given.items():
         if name not in known:
-            close = difflib.get_close_matches(name, list(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(name, known)
             allowed = ", ".join(sorted(known)) or "none"
             raise ValueError(f"{where}: unknown knob {name!r}{hint}; knobs: {allowed}")
         t = known[name].type

@@ -21,16 +21,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from nas.errors import NasError
+from nas.errors import BundleError
 
 PROJECT_PACKAGES = ("operators", "search_space", "evaluators", "nas")
 ALLOWED_EXTERNAL = frozenset({"torch", "timm"}) | frozenset(sys.stdlib_module_names)
 
 Key = tuple[str, str]  # (module, top-level name)
-
-
-class BundleError(NasError):
-    """The sources could not be bundled into one file (an unsupported construct)."""
 
 
 def _is_project(module: str) -> bool:

@@ -22,7 +22,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Print FLOPs (multiply-accumulates, attention included), parameters and, with --latency, "
                     "latency per stage and in total. TARGET: preset:NAME | timm:MODEL | path/to/genome.json")
     p.add_argument("target", metavar="TARGET", help="preset:NAME, timm:MODEL or a genome JSON file")
-    p.add_argument("--img-size", type=int, default=None, help="input side in pixels (default: the target's, else 224)")
+    p.add_argument("--img-size", type=img_size_arg, default=None, metavar="N|HxW",
+                   help="input size in pixels: N (a square) or HxW, e.g. 32x48 (default: the target's, else 224)")
     p.add_argument("--device", default="cpu", help="cpu or cuda, for --latency (default cpu)")
     p.add_argument("--latency", action="store_true", help="also measure latency per stage and in total")
     p.add_argument("--batch", type=int, default=1, help="batch size for --latency (default 1)")
@@ -35,19 +36,38 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+def img_size_arg(text: str) -> int | tuple[int, int]:
+    """``--img-size``: ``N`` (a square) or ``HxW`` (e.g. ``32x48``) -> ``N`` or ``(H, W)``."""
+    parts = text.lower().split("x")
+    try:
+        hw = [int(p) for p in parts]
+    except ValueError:
+        hw = []
+    if len(hw) not in (1, 2) or min(hw) <= 0:
+        raise argparse.ArgumentTypeError(f"--img-size must be N or HxW with positive sides (e.g. 224 or 32x48), "
+                                         f"got {text!r}")
+    return hw[0] if len(hw) == 1 or hw[0] == hw[1] else (hw[0], hw[1])
+
+
 @dataclass
 class Target:
-    """A resolved profiling target."""
+    """A resolved profiling target. ``img_size`` is ``N`` for a square, ``(H, W)`` otherwise."""
 
     label: str
     kind: str  # preset | timm | genome
     model: Any
     spec: Any  # ArchSpec or None
-    img_size: int
+    img_size: int | tuple[int, int]
     in_chans: int
 
+    @property
+    def hw(self) -> tuple[int, int]:
+        from search_space.genome import img_hw
 
-def _timm_model(name: str, img_size: int | None) -> Any:
+        return img_hw(self.img_size)
+
+
+def _timm_model(name: str, img_size: int | tuple[int, int] | None) -> Any:
     import timm
 
     from nas.errors import NasError
@@ -89,9 +109,13 @@ def load_genome_file(path: Path) -> Any:
         raise NasError(f"malformed genome file {path}: {e}") from None
 
 
-def resolve_target(target: str, img_size: int | None = None, build: bool = True) -> Target:
-    """``preset:NAME`` | ``timm:MODEL`` | a genome JSON path -> model (and genome when there is one)."""
+def resolve_target(target: str, img_size: int | tuple[int, int] | None = None, build: bool = True) -> Target:
+    """``preset:NAME`` | ``timm:MODEL`` | a genome JSON path -> model (and genome when there is one).
+
+    ``img_size`` is ``N`` or ``(H, W)``; a genome is rebuilt at it, a timm model is created with
+    it where the model takes an ``img_size``."""
     from nas.errors import NasError
+    from search_space.genome import img_size_value
 
     if target.startswith("preset:"):
         from search_space.presets import get_preset
@@ -101,7 +125,8 @@ def resolve_target(target: str, img_size: int | None = None, build: bool = True)
     elif target.startswith("timm:"):
         name = target.split(":", 1)[1]
         model = _timm_model(name, img_size)
-        size = img_size or int(getattr(model, "pretrained_cfg", {}).get("input_size", (3, 224, 224))[-1])
+        cfg_size = tuple(getattr(model, "pretrained_cfg", {}).get("input_size", (3, 224, 224))[-2:])
+        size = img_size_value(img_size or cfg_size)
         return Target(target, "timm", model, None, size, int(getattr(model, "in_chans", 3) or 3))
     else:
         path = Path(target)
@@ -111,8 +136,8 @@ def resolve_target(target: str, img_size: int | None = None, build: bool = True)
             raise NasError(f"TARGET {target!r} is a directory; give a genome JSON file")
         spec = load_genome_file(path)
         kind = "genome"
-    if img_size is not None and img_size != spec.img_size:
-        spec = spec.replace(img_size=int(img_size))
+    if img_size is not None and img_size_value(img_size) != spec.img_size:
+        spec = spec.replace(img_size=img_size_value(img_size))
     try:
         spec.validate()
     except ValueError as e:
@@ -138,8 +163,9 @@ def run(args: argparse.Namespace) -> int:
     from evaluators.latency import resolve_device
     from evaluators.params import params_by_part
     from nas.errors import NasError
+    from search_space.genome import img_hw, img_size_value
 
-    if args.img_size is not None and args.img_size <= 0:
+    if args.img_size is not None and min(img_hw(args.img_size)) <= 0:
         raise NasError(f"--img-size must be positive, got {args.img_size}")
     if args.latency:
         resolve_device(args.device)  # fail before building anything
@@ -148,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     tgt = resolve_target(args.target, args.img_size)
     model = tgt.model.eval()
     with torch.no_grad():
-        flops = count_flops(model, (tgt.in_chans, tgt.img_size, tgt.img_size))
+        flops = count_flops(model, (tgt.in_chans, *tgt.hw))
     params = params_by_part(model)
     parts = list(params.by_part)  # "<root>": parameters held by the model itself (cls token, ...)
     rows = []
@@ -165,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
             if r["part"] == "head":
                 r["params"] += norm_params
     out: dict[str, Any] = dict(
-        target=tgt.label, kind=tgt.kind, img_size=tgt.img_size, flops=int(flops.total), gflops=flops.total / 1e9,
+        target=tgt.label, kind=tgt.kind, img_size=img_size_value(tgt.hw), flops=int(flops.total), gflops=flops.total / 1e9,
         params=int(params.total), mparams=params.total / 1e6, uncounted_ops=flops.uncounted,
         by_stage=rows, arch_id=tgt.spec.arch_id if tgt.spec is not None else None,
     )
@@ -177,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         lat = measure_latency(model, device=args.device, batch=args.batch, dtype=args.dtype, img_size=tgt.img_size,
                               threads=args.threads, repeats=args.repeats, in_chans=tgt.in_chans,
                               arch_id=out["arch_id"])
-        per_part = measure_parts(model, (tgt.in_chans, tgt.img_size, tgt.img_size),
+        per_part = measure_parts(model, (tgt.in_chans, *tgt.hw),
                                  [r["part"] for r in rows], device=args.device, batch=args.batch, dtype=args.dtype,
                                  threads=args.threads, repeats=max(5, args.repeats // 2))
         for r in rows:
@@ -198,7 +224,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_table(out: dict[str, Any], args: argparse.Namespace) -> None:
     w = sys.stdout.write
-    w(f"{out['target']}  ({out['kind']}, {out['img_size']}x{out['img_size']})\n")
+    h, wd = (out["img_size"], out["img_size"]) if isinstance(out["img_size"], int) else out["img_size"]
+    w(f"{out['target']}  ({out['kind']}, {h}x{wd})\n")
     if out.get("genome"):
         w(f"  {out['genome']}\n")
     lat = "latency" in out

@@ -23,16 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evaluators.sql import fork_safe
 from nas import attrs as A
 from nas import front as F
-from nas.errors import NasError
+from nas.errors import StoreError, did_you_mean
+from nas.errors import first_line as _first_line
 
 _FINISHED = {"COMPLETE", "PRUNED", "FAIL"}
-
-
-class StoreError(NasError):
-    """The store cannot be read (unreachable, not an Optuna store, unknown study)."""
-
 
 # --------------------------------------------------------------------------------------------
 # opening the store read-only
@@ -66,11 +63,6 @@ def redact(url: str) -> str:
     from nas.store import redact as _redact
 
     return _redact(url)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(getattr(e, "orig", None) or e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 @dataclass
@@ -122,7 +114,7 @@ class Store:
         self.url = url
         ro_url, kw = read_only_url(url)
         try:
-            self.engine = sa.create_engine(ro_url, **kw)
+            self.engine = fork_safe(sa.create_engine(ro_url, **kw))
             with self.engine.connect() as c:
                 tables = set(sa.inspect(c).get_table_names())
         except StoreError:
@@ -152,8 +144,6 @@ class Store:
 
     def study(self, name: str) -> StudyInfo:
         """The study ``name``; a ``StoreError`` lists the studies there otherwise."""
-        import difflib
-
         import sqlalchemy as sa
 
         with self._connect() as c:
@@ -162,9 +152,7 @@ class Store:
                 n = c.execute(sa.text("SELECT COUNT(*) FROM trials WHERE study_id = :s"), {"s": row[0]}).scalar()
         if row is None:
             names = [s.name for s in self.studies()]
-            close = difflib.get_close_matches(name, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise StoreError(f"no study {name!r} in {redact(self.url)}{hint}; studies there: "
+            raise StoreError(f"no study {name!r} in {redact(self.url)}{did_you_mean(name, names)}; studies there: "
                              f"{', '.join(names) if names else 'none'}")
         return self._info(row[0], name, int(n or 0))
 

@@ -112,8 +112,8 @@ An architecture found by attention NAS: `{spec.summary()}`.
 | | |
 |---|---|
 | Source | {origin} |
-| Input | {spec.in_chans} x {spec.img_size} x {spec.img_size}, {spec.num_classes} classes |
-| FLOPs (MACs) | {_fmt_count(info.flops)} at {spec.img_size} px |
+| Input | {spec.in_chans} x {spec.img_hw[0]} x {spec.img_hw[1]}, {spec.num_classes} classes |
+| FLOPs (MACs) | {_fmt_count(info.flops)} at {spec.img_hw[0]}x{spec.img_hw[1]} px |
 | Parameters | {_fmt_count(info.params)} ({info.params if info.params is not None else '?'}) |
 | Latency | {latency} |
 | Proxy accuracy | {accuracy} |

@@ -103,7 +103,7 @@ def _count_flops(model: torch.nn.Module, spec: ArchSpec) -> int | None:
     try:
         from evaluators import count_flops
 
-        return int(count_flops(model, input_size=(spec.in_chans, spec.img_size, spec.img_size)))
+        return int(count_flops(model, input_size=(spec.in_chans, *spec.img_hw)))
     except Exception:  # noqa: BLE001 - the card says "not recorded" rather than failing the export
         return None
 
@@ -115,7 +115,7 @@ def _self_check(src, spec: ArchSpec, model: torch.nn.Module) -> None:
         other = mod.NasNet(spec.to_dict()).eval()
         other.load_state_dict(model.state_dict(), strict=True)
         g = torch.Generator().manual_seed(0)
-        x = torch.randn(2, spec.in_chans, spec.img_size, spec.img_size, generator=g)
+        x = torch.randn(2, spec.in_chans, *spec.img_hw, generator=g)
         with torch.no_grad():
             diff = (model(x) - other(x)).abs().max().item()
     except Exception as e:  # noqa: BLE001

@@ -79,7 +79,7 @@ def test_flops_and_attrs(data):
     assert r.steps == 3 and r.epochs == 1 and r.epoch_budget == 1 and r.images == 96
     assert r.flops_per_image and r.flops_per_image > 100_000
     assert r.train_flops == 3 * r.flops_per_image * 96
-    a = r.to_attrs()
+    a = attrs.proxy_result_attrs(r)
     assert a[attrs.ACCURACY] == r.accuracy and a[attrs.EPOCHS] == 1 and attrs.FAILURE not in a
     given = ProxyTrainer(ProxyConfig(steps=1, batch_size=32, device="cpu")).fit(tiny_model(), data,
                                                                             flops_per_image=1000)
@@ -186,3 +186,83 @@ def test_schedule_and_config_errors():
         ProxyConfig(precision="fp16")
     with pytest.raises(NasError, match="epochs"):
         ProxyConfig(epochs=0)
+
+
+# --- divergence after the last check (issue 20 item 5) -----------------------------------------
+def _nan_grads_at(model: nn.Module, step: int) -> list[int]:
+    """From training step ``step`` on (1-based), every gradient of ``model`` is NaN, so that
+    step's optimizer update makes the weights NaN while its own loss was still finite."""
+    calls = [0]
+
+    def count(module: nn.Module, args: tuple) -> None:
+        if module.training:
+            calls[0] += 1
+
+    model.register_forward_pre_hook(count)
+    for p in model.parameters():
+        p.register_hook(lambda g: g * float("nan") if calls[0] >= step else g)
+    return calls
+
+
+def test_weights_nan_after_the_last_step_is_diverged_not_a_result(data):
+    """The last step's update makes the weights NaN; its loss was finite, so only the weights
+    and the validation logits show it. The run must end ``diverged``, with no accuracy for it."""
+    model = tiny_model()
+    seen = []
+    calls = _nan_grads_at(model, step=8)  # CFG: 2 epochs x 4 steps; step 8 is the very last
+    r = ProxyTrainer(CFG).fit(model, data, on_epoch=lambda e, a, loss: seen.append((e, a, loss)))
+    assert calls[0] == 8
+    assert r.status == "diverged" and r.reason == "weights became nan in stem.proj.weight after epoch 2"
+    assert len(r.accuracy_per_epoch) == 1 and r.epochs == 1  # epoch 2 reported nothing
+    assert [e for e, *_ in seen] == [1] and all(torch.isfinite(torch.tensor(v)) for _, a, v in seen)
+    assert not r.ok
+    # the same run without the fault is ok: the check does not fire on finite weights
+    assert ProxyTrainer(CFG).fit(tiny_model(), data).status == "ok"
+
+
+def test_nan_weights_reason_names_the_tensor(data):
+    model = tiny_model()
+    _nan_grads_at(model, step=8)
+    r = ProxyTrainer(CFG).fit(model, data)
+    assert r.status == "diverged"
+    name = r.reason.removeprefix("weights became nan in ").removesuffix(" after epoch 2")
+    assert name in dict(model.named_parameters())
+
+
+class EvalInf(nn.Module):
+    """Finite in training; from the ``at``-th validation forward on, logits are +inf in eval mode."""
+
+    def __init__(self, inner: nn.Module, at: int = 1) -> None:
+        super().__init__()
+        self.inner, self.at, self.evals = inner, at, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.inner(x)
+        if not self.training:
+            self.evals += 1
+            if self.evals >= self.at:
+                y = y.clone()
+                y[:, 0] = float("inf")
+        return y
+
+
+def test_non_finite_validation_logits_are_diverged(data):
+    r = ProxyTrainer(CFG).fit(EvalInf(tiny_model()), data)
+    assert r.status == "diverged" and r.reason == "128 non-finite validation logits at epoch 1"
+    assert r.accuracy is None and r.accuracy_per_epoch == []
+
+
+def test_zero_cost_proxies_refuse_non_finite_models(data):
+    from evaluators.proxy import Diverged
+    from evaluators.zero_cost import PROXIES, zero_cost_scores
+
+    x, y = data.batch(16, split="train", device="cpu", seed=0)
+    model = tiny_model()
+    with torch.no_grad():
+        model.stages[0].blocks[0].mlp.fc1.weight[0, 0] = float("nan")
+    for proxy in PROXIES:
+        with pytest.raises(Diverged, match=r"weights hold nan in stages\.0\.blocks\.0\.mlp\.fc1\.weight"):
+            zero_cost_scores(model, x, y, proxies=[proxy])
+    with pytest.raises(Diverged, match="16 of the model's logits on the batch are non-finite"):
+        zero_cost_scores(EvalInf(tiny_model()), x, y, proxies=["naswot"])
+    assert all(torch.isfinite(torch.tensor(v)) for v in zero_cost_scores(tiny_model(), x, y).values())

@@ -145,7 +145,7 @@ def test_mixer_cites_a_paper(name):
 
 
 def test_unified_block_with_layer_scale_and_drop_path():
-    blk = operators.UnifiedBlock(DIM, mixer="attention", grid_size=(7, 7), layer_scale=1e-5, drop_path=0.1,
+    blk = operators.UnifiedBlock(DIM, token_mixer=MIXERS["attention"], grid_size=(7, 7), layer_scale=1e-5, drop_path=0.1,
                                  mixer_knobs={"num_heads": 2})
     x = torch.randn(2, 7, 7, DIM)
     assert blk(x).shape == x.shape

@@ -211,7 +211,8 @@ def test_channel_attention_gates_each_channel(name):
 
 
 def test_block_applies_channel_attention():
-    blk = operators.UnifiedBlock(DIM, mixer="pool", grid_size=(4, 4), channel_attn="se")
+    blk = operators.UnifiedBlock(DIM, token_mixer=MIXERS["pool"], grid_size=(4, 4),
+                                  channel_attn_layer=CHANNEL_ATTNS["se"])
     assert isinstance(blk.channel_attn, CHANNEL_ATTNS.get("se"))
     x = torch.randn(2, 4, 4, DIM)
     blk(x).mean().backward()
