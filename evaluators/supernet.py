@@ -184,7 +184,7 @@ class WeightBank(nn.Module):
                 self.nwd.add(f"{prefix}.{name}")
 
     def _build(self) -> None:
-        from operators import DOWNSAMPLERS, MIXERS, POS_ENCODINGS, STEMS, UnifiedBlock
+        from operators import CHANNEL_MLPS, DOWNSAMPLERS, MIXERS, POS_ENCODINGS, STEMS, UnifiedBlock
         from operators.heads import ClassifierHead
 
         sp = self.space
@@ -210,9 +210,9 @@ class WeightBank(nn.Module):
             # block parts other than the mixer, per MLP kind
             first_mixer = next((m.mixer for m in sp.mixers if m.slot == i), "pool")
             for mlp in sp.mlp:
-                block = UnifiedBlock(slot.max_dim, mixer="pool" if "pool" in MIXERS else first_mixer,
-                                     grid_size=(slot.grids[0],) * 2, mlp=mlp, mlp_ratio=sp.max_mlp_ratio,
-                                     layer_scale=1e-5 if sp.layer_scale else None)
+                block = UnifiedBlock(slot.max_dim, token_mixer=MIXERS.get("pool", None) or MIXERS.get(first_mixer),
+                                     grid_size=(slot.grids[0],) * 2, mlp_layer=CHANNEL_MLPS.get(mlp),
+                                     mlp_ratio=sp.max_mlp_ratio, layer_scale=1e-5 if sp.layer_scale else None)
                 for name, p in block.named_parameters():
                     child = name.split(".")[0]
                     if child == "mixer":
@@ -308,6 +308,8 @@ class WeightBank(nn.Module):
         from search_space.builder import NasNet
 
         sp = self.space
+        if not isinstance(spec.img_size, int):
+            raise ValueError(f"the supernet covers square images; this genome is {spec.img_size[0]}x{spec.img_size[1]}")
         if spec.img_size != sp.img_size or spec.num_classes != sp.num_classes or spec.in_chans != sp.in_chans:
             raise ValueError(f"genome is for {spec.img_size}px/{spec.num_classes} classes/{spec.in_chans} channels; "
                              f"the supernet for {sp.img_size}px/{sp.num_classes}/{sp.in_chans}")
@@ -639,6 +641,7 @@ class SupernetScore:
     seconds: float
     recalibrated: bool
     finetune_steps: int = 0
+    non_finite: int = 0  # validation logits that were NaN/inf (the inherited weights do not work for this path)
 
 
 @torch.no_grad()
@@ -685,9 +688,9 @@ def score_path(bank: WeightBank, spec: ArchSpec, data: LoadedData, config: Proxy
     recal = recalibrate_bn(model, data, calibration_images, device=device)
     bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
     val = DeviceBatches(data.val_x, data.val_y, data.mean, data.std, device, 0, False)
-    acc, loss = ProxyTrainer._evaluate(model, val, config.eval_batch_size,
-                                       torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16))
-    return SupernetScore(acc, loss, time.perf_counter() - t0, recal, finetune_steps), model
+    acc, loss, bad = ProxyTrainer._evaluate(model, val, config.eval_batch_size,
+                                            torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16))
+    return SupernetScore(acc, loss, time.perf_counter() - t0, recal, finetune_steps, bad), model
 
 
 def enumerate_mixers(slot: int, grid: int, mixer: str, knob_values: dict[str, list[Any]],

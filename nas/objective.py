@@ -165,6 +165,10 @@ class TrialEvaluator:
             return self._synthetic(cand, on_epoch)
         if kind == "zero_cost":
             return self._zero_cost(cand)
+        if kind == "supernet":
+            from nas.supernet import evaluate_supernet
+
+            return evaluate_supernet(self, cand)
         return self._proxy(cand, on_epoch, seed)
 
     def _proxy(self, cand: Candidate, on_epoch: OnEpoch | None, seed: int | None) -> Outcome:

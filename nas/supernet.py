@@ -39,6 +39,8 @@ def supernet_space(space: SearchSpace) -> Any:
     from operators import MIXERS
 
     sp, img = space.space, space.img_size
+    if not isinstance(img, int):
+        raise NasError(f"the supernet evaluator covers square images; set data.img_size to one number, not {img}")
     patches = sorted({p for s in sp.stems for p in s.patch_sizes})
     step = sp.width.step if sp.width.step > 1 else 8
     slots: list[tuple[int, int, set[int]]] = []  # (max dim, max depth, grids)
@@ -160,3 +162,97 @@ def supernet_recipe(study: StudySpec, n_train: int) -> tuple[Any, dict[str, Any]
     sn = ev.supernet
     return cfg, {"steps": sn.steps or 20 * ev.epochs * per_epoch, "paths": sn.paths_per_step,
                  "strategy": sn.strategy, "finetune_steps": sn.finetune_steps}
+
+
+# --- stage 1: scoring a candidate with inherited weights ---------------------------------------
+def evaluate_supernet(te: Any, cand: Any) -> Any:
+    """``[evaluator] kind = "supernet"`` for ``TrialEvaluator.evaluate``: the candidate's validation
+    accuracy with weights inherited from the study's supernet (trained on first use), after
+    ``[evaluator.supernet] finetune_steps`` of fine-tuning; with ``save_weights`` the inherited
+    (fine-tuned) weights are saved like a trained trial's (``<arch_id>.inherited.safetensors`` in
+    the study's weights folder, ``attrs.WEIGHTS``)."""
+    import math
+
+    from evaluators.supernet import score_path
+    from nas import attrs
+    from nas.objective import Outcome
+
+    data = te.data()
+    if getattr(te, "_supernet", None) is None:
+        te._supernet = study_supernet(te.study, te.space, data)
+    bank, cost = te._supernet
+    cfg, opts = supernet_recipe(te.study, len(data.train_y))
+    try:
+        score, model = score_path(bank, cand.spec, data, cfg, finetune_steps=opts["finetune_steps"])
+    except ValueError as e:  # a genome outside the supernet: refused in one line
+        return Outcome("failed", None, {}, str(e))
+    out = {attrs.ACCURACY: score.accuracy, attrs.SUPERNET_ACCURACY: score.accuracy, attrs.STAGE: "search",
+           attrs.TRAIN_TIME_S: score.seconds, attrs.EPOCHS: 0, attrs.EPOCH_BUDGET: 0, attrs.DEVICE: cost["device"],
+           attrs.LOSS_PER_EPOCH: [score.loss]}
+    if te.study.evaluator.save_weights:
+        out[attrs.WEIGHTS] = str(save_inherited_weights(te.study, cand.spec, model))
+    if score.non_finite or not math.isfinite(score.loss):
+        return Outcome("failed", None, out, f"{score.non_finite} non-finite validation logits with inherited weights")
+    return Outcome("ok", float(score.accuracy), out)
+
+
+def save_inherited_weights(study: StudySpec, spec: ArchSpec, model: Any) -> Path:
+    """Write a candidate's inherited weights beside the study's trained weights (never over a
+    stand-alone-trained file of the same genome)."""
+    from nas.export.weights import save_weights
+    from nas.objective import weights_dir
+
+    folder = weights_dir(study)
+    folder.mkdir(parents=True, exist_ok=True)
+    return save_weights(model.cpu(), folder / f"{spec.arch_id}.inherited.safetensors",
+                        metadata={"source": "supernet", "arch_id": spec.arch_id})
+
+
+# --- stage 2: the confirmed front --------------------------------------------------------------
+def confirm_front(study: Any, spec: StudySpec, te: Any, out: Any = None) -> list[int]:
+    """Train the ``[evaluator.supernet] confirm_top`` most accurate members of the supernet-scored
+    front stand-alone with the proxy recipe and store each as a COMPLETE trial with
+    ``attrs.STAGE = "confirmed"`` (``attrs.CONFIRMS``: the search trial it confirms), once per
+    genome; also records the supernet's training cost as the study attribute
+    ``attrs.STUDY_SUPERNET``. Returns the new trials' numbers."""
+    import sys
+
+    import optuna
+
+    from nas import attrs
+    from nas.front import pareto_front, record_from_trial, study_objectives
+
+    out = out or sys.stdout
+    cost_file = supernet_dir(spec) / "cost.json"
+    if cost_file.exists():
+        study.set_user_attr(attrs.STUDY_SUPERNET, json.loads(cost_file.read_text()))
+    objectives = study_objectives(study)
+    names = [n for n, _ in objectives]
+    trials = study.get_trials(deepcopy=False)
+    records = [record_from_trial(t, names) for t in trials]
+    front = pareto_front(records, objectives)
+    done = {r.arch_id for r in records if r.user_attrs.get(attrs.STAGE) == "confirmed"}
+    top = sorted(front, key=lambda r: -(r.accuracy or 0.0))[:spec.evaluator.supernet.confirm_top]
+    todo = [r for r in top if r.arch_id not in done]
+    if todo:
+        print(f"confirming {len(todo)} supernet front member(s) by stand-alone proxy training", file=out)
+    numbers = []
+    by_number = {t.number: t for t in trials}
+    for r in todo:
+        src = by_number[r.number]
+        cand = te.candidate_for(ArchSpec.from_json(r.genome))
+        res = te._proxy(cand, None, None)
+        if res.status != "ok":
+            print(f"  trial {r.number}: stand-alone training failed: {res.reason}", file=out)
+            continue
+        ua = {k: v for k, v in src.user_attrs.items() if k not in (attrs.WEIGHTS, attrs.LOSS_PER_EPOCH)}
+        ua.update(res.attrs)
+        ua.update({attrs.ACCURACY: res.accuracy, attrs.STAGE: "confirmed", attrs.CONFIRMS: r.number,
+                   attrs.SUPERNET_ACCURACY: r.accuracy})
+        trial = optuna.trial.create_trial(params=src.params, distributions=src.distributions,
+                                          values=te.values(cand, res.accuracy), user_attrs=ua,
+                                          state=optuna.trial.TrialState.COMPLETE)
+        study.add_trial(trial)
+        numbers.append(study.get_trials(deepcopy=False)[-1].number)
+        print(f"  trial {r.number}: supernet accuracy {r.accuracy:.4f} -> stand-alone {res.accuracy:.4f}", file=out)
+    return numbers
