@@ -84,6 +84,15 @@ def test_a_supernet_study_runs_both_stages_and_exports_inherited_weights(tmp_pat
     print_front(rep, spec.name, out=text)
     assert "scored by the supernet" in text.getvalue() and "Confirmed front" in text.getvalue()
 
+    # the dashboard tells the two fronts apart
+    from nas.dashboard.views import trial_rows
+
+    cats = {row["number"]: row["category"] for row in trial_rows(rep["records"], rep["objectives"],
+                                                                 {r.number for r in rep["front"]})}
+    assert all(cats[r.number] == "front" for r in rep["front"])
+    assert all(cats[r.number] == "confirmed" for r in rep["confirmed_front"])
+    assert {cats[c.number] for c in confirmed} <= {"confirmed", "confirmed_dominated"}
+
     # a second search run does not confirm the same genomes again
     search(spec.replace(trials=len(rep["records"])), show_progress=False, out=io.StringIO())
     again = front_report(spec.name, spec.storage)
