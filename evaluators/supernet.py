@@ -127,9 +127,16 @@ def _no_decay_names(module: nn.Module) -> set[str]:
 
 
 def _seeded_build(fn: Callable[[], nn.Module]) -> nn.Module:
+    """``fn()`` under a fixed seed, with ``NasNet``'s weight init (truncated-normal Linear layers)
+    applied as the builder applies it: deterministic buffers and the initial values a
+    stand-alone model of this operator would start from."""
+    from search_space.builder import _init_weights
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return fn()
+        m = fn()
+        m.apply(_init_weights)
+        return m
 
 
 @dataclass
@@ -162,15 +169,23 @@ class WeightBank(nn.Module):
         self.pos_factors: dict[tuple[int, str, str], tuple[str, ...]] = {}
         self._cache: OrderedDict[str, _Plan] = OrderedDict()
         self.cache_size = cache_size
+        self._inits: dict[str, torch.Tensor] = {}
         self._build()
         self.weights = nn.ParameterDict()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             for key, shape in sorted(self.shapes.items()):
-                self.weights[_bank_name(key)] = nn.Parameter(self._init_tensor(key, shape))
+                t = self._init_tensor(key, shape)
+                init = self._inits.get(key)
+                if init is not None:  # the operator's own init where the largest build had this shape
+                    t[tuple(slice(0, n) for n in init.shape)] = init
+                self.weights[_bank_name(key)] = nn.Parameter(t)
+        self._inits = {}
 
     # --- construction ------------------------------------------------------------------------
-    def _add(self, key: str, shape: tuple[int, ...]) -> None:
+    def _add(self, key: str, shape: tuple[int, ...], value: torch.Tensor | None = None) -> None:
+        if value is not None and (key not in self._inits or value.numel() > self._inits[key].numel()):
+            self._inits[key] = value.detach()  # the operator's own initial values (largest build)
         old = self.shapes.get(key)
         if old is not None and len(old) != len(shape):
             raise ValueError(f"supernet: tensor {key} has shapes {old} and {shape} of different rank")
@@ -179,7 +194,7 @@ class WeightBank(nn.Module):
     def _add_module(self, prefix: str, module: nn.Module) -> None:
         nwd = _no_decay_names(module)
         for name, p in module.named_parameters():
-            self._add(f"{prefix}.{name}", tuple(p.shape))
+            self._add(f"{prefix}.{name}", tuple(p.shape), p)
             if name in nwd:
                 self.nwd.add(f"{prefix}.{name}")
 
@@ -189,37 +204,41 @@ class WeightBank(nn.Module):
 
         sp = self.space
         for kind, patch, knobs in sp.stems:
-            stem = STEMS.get(kind)(sp.in_chans, sp.slots[0].max_dim, patch_size=patch, **dict(knobs))
+            stem = _seeded_build(lambda kind=kind, patch=patch, knobs=knobs: STEMS.get(kind)(
+                sp.in_chans, sp.slots[0].max_dim, patch_size=patch, **dict(knobs)))
             self._add_module(f"stem.{kind}.p{patch}.{_knob_str(knobs)}", stem)
         for i, slot in enumerate(sp.slots):
             if i:
                 for ds in sp.downsample:
-                    self._add_module(f"s{i}.down.{ds}", DOWNSAMPLERS.get(ds)(sp.slots[i - 1].max_dim, slot.max_dim))
+                    self._add_module(f"s{i}.down.{ds}", _seeded_build(
+                        lambda ds=ds, i=i: DOWNSAMPLERS.get(ds)(sp.slots[i - 1].max_dim, sp.slots[i].max_dim)))
             # grid position encodings: per kind, per grid only where the shape depends on it
             for pos in sp.pos:
                 cls = POS_ENCODINGS.get(pos)
                 if cls.placement != "grid":
                     continue
-                entries = [({"grid": g}, {n: tuple(p.shape) for n, p in cls(slot.max_dim, grid_size=(g, g))
-                                          .named_parameters()}) for g in slot.grids]
+                built = [({"grid": g}, dict(_seeded_build(lambda cls=cls, g=g, d=slot.max_dim: cls(
+                    d, grid_size=(g, g))).named_parameters())) for g in slot.grids]
+                entries = [(f, {n: tuple(p.shape) for n, p in ps.items()}) for f, ps in built]
                 for name, factors in _shape_factors(entries).items():
                     self.pos_factors[(i, pos, name)] = factors
-                for fac, shapes in entries:
-                    for name, shape in shapes.items():
-                        self._add(self._pos_key(i, pos, name, fac), shape)
+                for fac, ps in built:
+                    for name, p in ps.items():
+                        self._add(self._pos_key(i, pos, name, fac), tuple(p.shape), p)
             # block parts other than the mixer, per MLP kind
             first_mixer = next((m.mixer for m in sp.mixers if m.slot == i), "pool")
             for mlp in sp.mlp:
-                block = UnifiedBlock(slot.max_dim, token_mixer=MIXERS.get("pool", None) or MIXERS.get(first_mixer),
-                                     grid_size=(slot.grids[0],) * 2, mlp_layer=CHANNEL_MLPS.get(mlp),
-                                     mlp_ratio=sp.max_mlp_ratio, layer_scale=1e-5 if sp.layer_scale else None)
+                block = _seeded_build(lambda mlp=mlp, d=slot.max_dim, g=slot.grids[0], fm=first_mixer: UnifiedBlock(
+                    d, token_mixer=MIXERS.get("pool", None) or MIXERS.get(fm), grid_size=(g, g),
+                    mlp_layer=CHANNEL_MLPS.get(mlp), mlp_ratio=sp.max_mlp_ratio,
+                    layer_scale=1e-5 if sp.layer_scale else None))
                 for name, p in block.named_parameters():
                     child = name.split(".")[0]
                     if child == "mixer":
                         continue
                     for j in range(slot.max_depth):
                         key = (f"s{i}.b{j}.mlp.{mlp}.{name[4:]}" if child == "mlp" else f"s{i}.b{j}.{name}")
-                        self._add(key, tuple(p.shape))
+                        self._add(key, tuple(p.shape), p)
             # mixers: every setting of the space, at the slot's largest width
             by_mixer: dict[str, list[tuple[dict[str, Any], dict[str, tuple[int, ...]], int, set[str]]]] = {}
             for mc in sp.mixers:
@@ -240,18 +259,19 @@ class WeightBank(nn.Module):
                         d, grid_size=(g, g), pos_encoding=pos, block_index=0, **kw))
                     fac = {"pos": pos, "grid": mc.grid, **knobs}
                     by_mixer.setdefault(mc.mixer, []).append(
-                        (fac, {n: tuple(p.shape) for n, p in m.named_parameters()}, heads or 0, _no_decay_names(m)))
+                        (fac, dict(m.named_parameters()), heads or 0, _no_decay_names(m)))
             for mixer, entries in by_mixer.items():
-                factors = _shape_factors([(e[0], e[1]) for e in entries], context=[e[2] for e in entries])
+                factors = _shape_factors([(e[0], {n: tuple(p.shape) for n, p in e[1].items()}) for e in entries],
+                                         context=[e[2] for e in entries])
                 for name, fs in factors.items():
                     if name.startswith("pos.") or ".pos." in name:
                         fs = tuple(sorted(set(fs) | {"pos"}))  # different encodings never share
                     self.mixer_factors[(i, mixer, name)] = fs
-                for fac, shapes, _, nwd in entries:
-                    for name, shape in shapes.items():
+                for fac, params, _, nwd in entries:
+                    for name, p in params.items():
                         for j in range(slot.max_depth):
                             key = self._mixer_key(i, j, mixer, name, fac)
-                            self._add(key, shape)
+                            self._add(key, tuple(p.shape), p)
                             if name in nwd:
                                 self.nwd.add(key)
         for k, slot in enumerate(sp.slots):
@@ -259,7 +279,8 @@ class WeightBank(nn.Module):
             self._add(f"norm.last{k}.bias", (slot.max_dim,))
             heads = max([dict(m.knobs).get("num_heads", 1) for m in sp.mixers if m.slot <= k] or [1])
             for pool in sp.head_pool:
-                head = ClassifierHead(slot.max_dim, sp.num_classes, pool=pool, num_heads=heads)
+                head = _seeded_build(lambda pool=pool, d=slot.max_dim, h=heads: ClassifierHead(
+                    d, sp.num_classes, pool=pool, num_heads=h))
                 self._add_module(f"head.last{k}.{pool}", head)
 
     def _attn_pos_options(self, cls: type) -> list[str]:
