@@ -126,10 +126,24 @@ def study_supernet(study: StudySpec, space: SearchSpace, data: Any, progress: bo
     """The study's trained ``WeightBank`` and its training cost: trained once per study (the
     first caller trains; later calls and processes load the finished checkpoint; an interrupted
     training resumes from it). The recipe is the proxy's (``[evaluator]``, ``[evaluator.recipe]``),
-    the budget and path sampling ``[evaluator.supernet]``'s."""
-    from evaluators.supernet import SupernetTrainer, WeightBank, load_bank
+    the budget and path sampling ``[evaluator.supernet]``'s. Worker processes of one study take turns
+    through a file lock in the checkpoint folder: one trains, the others then load its result."""
+    import fcntl
 
     folder = supernet_dir(study)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "train.lock", "w") as lock:  # one trainer per study; other workers wait, then load
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _train_or_load(study, space, data, folder, progress)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _train_or_load(study: StudySpec, space: SearchSpace, data: Any, folder: Path,
+                   progress: bool) -> tuple[Any, dict[str, Any]]:
+    from evaluators.supernet import SupernetTrainer, WeightBank, load_bank
+
     ckpt = folder / SUPERNET_FILE
     cost_file = folder / "cost.json"
     bank = WeightBank(supernet_space(space))
@@ -143,7 +157,6 @@ def study_supernet(study: StudySpec, space: SearchSpace, data: Any, progress: bo
     cost = {"train_time_s": res.total_train_time_s, "steps": res.steps, "paths": res.paths,
             "paths_per_step": opts["paths"], "strategy": res.strategy, "device": res.device,
             "resumed_from": res.resumed_from, "checkpoint": str(ckpt), "final_loss": res.final_loss}
-    folder.mkdir(parents=True, exist_ok=True)
     tmp = cost_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(cost))
     tmp.replace(cost_file)
