@@ -28,6 +28,7 @@ from nas import attrs
 from nas.errors import NasError
 from nas.errors import one_line as _one_line
 from nas.space import InvalidCandidate, SearchSpace, num_classes_for
+from nas.store import weights_dir  # noqa: F401  (re-exported: where a study keeps weights)
 from nas.study import StudySpec, format_count
 from search_space.genome import ArchSpec
 
@@ -168,7 +169,8 @@ class TrialEvaluator:
         if kind == "supernet":
             from nas.supernet import evaluate_supernet
 
-            return evaluate_supernet(self, cand)
+            status, acc, out, reason = evaluate_supernet(self, cand, weights_dir(self.study))
+            return Outcome(status, acc, out, reason)
         return self._proxy(cand, on_epoch, seed)
 
     def _proxy(self, cand: Candidate, on_epoch: OnEpoch | None, seed: int | None) -> Outcome:
@@ -291,12 +293,6 @@ def synthetic_accuracy(spec: ArchSpec, flops: float) -> float:
 _LATENCY_CACHES: dict[str, Any] = {}
 
 
-def weights_dir(study: StudySpec) -> Path:
-    """Where a study keeps proxy-trained weights: ``<store dir>/<name>_weights`` for SQLite,
-    ``./studies/<name>_weights`` otherwise (put it on a shared disk for many machines)."""
-    url = study.storage
-    base = Path(url[len("sqlite:///"):]).resolve().parent if url.startswith("sqlite:///") else Path.cwd() / "studies"
-    return base / f"{study.name}_weights"
 
 
 def save_trained_weights(study: StudySpec, spec: ArchSpec, model: Any) -> Path:

@@ -242,3 +242,11 @@ class ArchClaims:
     def forget_study(self, study_name: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(self.table.delete().where(self.table.c.study_name == study_name))
+
+
+def weights_dir(study: Any) -> Path:
+    """Where a study keeps proxy-trained weights: ``<store dir>/<name>_weights`` for SQLite,
+    ``./studies/<name>_weights`` otherwise (put it on a shared disk for many machines)."""
+    url = study.storage
+    base = Path(url[len("sqlite:///"):]).resolve().parent if url.startswith("sqlite:///") else Path.cwd() / "studies"
+    return base / f"{study.name}_weights"

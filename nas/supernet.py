@@ -27,7 +27,7 @@ SUPERNET_FILE = "supernet.pt"
 def supernet_dir(study: StudySpec) -> Path:
     """``<store dir>/<name>_supernet`` for SQLite, ``./studies/<name>_supernet`` otherwise (the
     folder beside the study's weights folder)."""
-    from nas.objective import weights_dir
+    from nas.store import weights_dir
 
     return weights_dir(study).parent / f"{study.name}_supernet"
 
@@ -178,17 +178,17 @@ def supernet_recipe(study: StudySpec, n_train: int) -> tuple[Any, dict[str, Any]
 
 
 # --- stage 1: scoring a candidate with inherited weights ---------------------------------------
-def evaluate_supernet(te: Any, cand: Any) -> Any:
+def evaluate_supernet(te: Any, cand: Any, weights_folder: Path) -> tuple[str, float | None, dict[str, Any], str | None]:
     """``[evaluator] kind = "supernet"`` for ``TrialEvaluator.evaluate``: the candidate's validation
     accuracy with weights inherited from the study's supernet (trained on first use), after
     ``[evaluator.supernet] finetune_steps`` of fine-tuning; with ``save_weights`` the inherited
     (fine-tuned) weights are saved like a trained trial's (``<arch_id>.inherited.safetensors`` in
-    the study's weights folder, ``attrs.WEIGHTS``)."""
+    ``weights_folder``, ``attrs.WEIGHTS``). Returns ``(status, accuracy, attrs, reason)`` for
+    ``nas.objective.Outcome``."""
     import math
 
     from evaluators.supernet import score_path
     from nas import attrs
-    from nas.objective import Outcome
 
     data = te.data()
     if getattr(te, "_supernet", None) is None:
@@ -198,24 +198,22 @@ def evaluate_supernet(te: Any, cand: Any) -> Any:
     try:
         score, model = score_path(bank, cand.spec, data, cfg, finetune_steps=opts["finetune_steps"])
     except ValueError as e:  # a genome outside the supernet: refused in one line
-        return Outcome("failed", None, {}, str(e))
+        return "failed", None, {}, str(e)
     out = {attrs.ACCURACY: score.accuracy, attrs.SUPERNET_ACCURACY: score.accuracy, attrs.STAGE: "search",
            attrs.TRAIN_TIME_S: score.seconds, attrs.EPOCHS: 0, attrs.EPOCH_BUDGET: 0, attrs.DEVICE: cost["device"],
            attrs.LOSS_PER_EPOCH: [score.loss]}
     if te.study.evaluator.save_weights:
-        out[attrs.WEIGHTS] = str(save_inherited_weights(te.study, cand.spec, model))
+        out[attrs.WEIGHTS] = str(save_inherited_weights(weights_folder, cand.spec, model))
     if score.non_finite or not math.isfinite(score.loss):
-        return Outcome("failed", None, out, f"{score.non_finite} non-finite validation logits with inherited weights")
-    return Outcome("ok", float(score.accuracy), out)
+        return "failed", None, out, f"{score.non_finite} non-finite validation logits with inherited weights"
+    return "ok", float(score.accuracy), out, None
 
 
-def save_inherited_weights(study: StudySpec, spec: ArchSpec, model: Any) -> Path:
-    """Write a candidate's inherited weights beside the study's trained weights (never over a
+def save_inherited_weights(folder: Path, spec: ArchSpec, model: Any) -> Path:
+    """Write a candidate's inherited weights into the study's weights ``folder`` (never over a
     stand-alone-trained file of the same genome)."""
     from nas.export.weights import save_weights
-    from nas.objective import weights_dir
 
-    folder = weights_dir(study)
     folder.mkdir(parents=True, exist_ok=True)
     return save_weights(model.cpu(), folder / f"{spec.arch_id}.inherited.safetensors",
                         metadata={"source": "supernet", "arch_id": spec.arch_id})
