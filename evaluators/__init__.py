@@ -38,6 +38,11 @@ _EXPORTS: dict[str, str] = {
     "ProxyTrainer": "evaluators.proxy",
     "StopTraining": "evaluators.proxy",
     "zero_cost_scores": "evaluators.zero_cost",
+    # weight-sharing supernet (evaluators.supernet)
+    "WeightBank": "evaluators.supernet",
+    "SupernetSpace": "evaluators.supernet",
+    "SupernetTrainer": "evaluators.supernet",
+    "score_path": "evaluators.supernet",
 }
 
 

@@ -37,12 +37,16 @@ FAILURE = "failure_reason"         # one line, for FAILED/PRUNED trials (str)
 DEVICE = "device"                  # device the trial ran on (str)
 CODE_VERSION = "code_version"      # package version + git commit when known (str)
 WEIGHTS = "weights_path"           # proxy-trained state dict file (safetensors/torch), when saved; `nas export --weights`
+STAGE = "stage"                    # "search" or "confirmed" (supernet studies: stand-alone proxy training of a front member)
+CONFIRMS = "confirms"              # the search-stage trial number a confirmed trial trained stand-alone (int)
+SUPERNET_ACCURACY = "supernet_accuracy"  # validation top-1 with weights inherited from the supernet (float)
 
 # --- study user attributes --------------------------------------------------------------
 STUDY_SPEC = "study_spec"          # the StudySpec as JSON (str)
 STUDY_OBJECTIVES = "objectives"    # [{"name": "accuracy", "direction": "maximize"}, ...]
 STUDY_REFERENCE_POINT = "reference_point"  # hypervolume reference point, objective order
 STUDY_PRESETS = "presets"          # {preset: {"flops", "params", "summary", "genome", "accuracy"?}} references
+STUDY_SUPERNET = "supernet"        # supernet training cost {train_time_s, steps, paths, strategy, device, ...}
 WORKER = "worker"                  # "host:pid" of the process that ran the trial (str)
 
 

@@ -199,6 +199,12 @@ class TrialEvaluator:
             return self._synthetic(cand, on_epoch)
         if kind == "zero_cost":
             return self._zero_cost(cand)
+        if kind == "supernet":
+            from nas.supernet import evaluate_supernet
+            from nas.weights import weights_dir
+
+            status, acc, out, reason = evaluate_supernet(self, cand, weights_dir(self.study))
+            return Outcome(status, acc, out, reason)
         return self._proxy(cand, on_epoch, seed)
 
     def _proxy(self, cand: Candidate, on_epoch: OnEpoch | None, seed: int | None) -> Outcome:

@@ -70,6 +70,11 @@ class TrialRecord:
     def complete(self) -> bool:
         return self.state == "COMPLETE"
 
+    @property
+    def stage(self) -> str:
+        """``"search"``, or ``"confirmed"`` for a supernet front member trained stand-alone."""
+        return str(self.user_attrs.get(attrs.STAGE) or "search")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -160,14 +165,15 @@ def load_study_attrs(storage_url: str, study_name: str) -> dict[str, Any]:
     return dict(_open(storage_url, study_name).user_attrs)
 
 
-def eligible(records: Sequence[TrialRecord], objectives: Objectives) -> list[TrialRecord]:
-    """COMPLETE, feasible, full-budget records with every objective, one per genome (the
-    earliest trial of each arch_id)."""
+def eligible(records: Sequence[TrialRecord], objectives: Objectives, stage: str = "search") -> list[TrialRecord]:
+    """COMPLETE, feasible, full-budget records of ``stage`` (``"search"``, or ``"confirmed"``:
+    supernet front members trained stand-alone, never mixed with the search's scores) with
+    every objective, one per genome (the earliest trial of each arch_id)."""
     objs = _norm_objectives(objectives)
     seen: set[str] = set()
     out = []
     for r in sorted(records, key=lambda r: r.number):
-        if not r.complete or r.feasible is False or not r.full_budget:
+        if not r.complete or r.feasible is False or not r.full_budget or r.stage != stage:
             continue
         if any(r.metric(n) is None or not math.isfinite(r.metric(n)) for n, _ in objs):
             continue
@@ -183,10 +189,10 @@ def _as_min(r: TrialRecord, objs: list[tuple[str, str]]) -> tuple[float, ...]:
     return tuple(-r.metric(n) if d == "maximize" else r.metric(n) for n, d in objs)
 
 
-def pareto_front(records: Sequence[TrialRecord], objectives: Objectives) -> list[TrialRecord]:
-    """The non-dominated eligible records, sorted by the first objective (best first)."""
+def pareto_front(records: Sequence[TrialRecord], objectives: Objectives, stage: str = "search") -> list[TrialRecord]:
+    """The non-dominated eligible records of ``stage``, sorted by the first objective (best first)."""
     objs = _norm_objectives(objectives)
-    pts = [(r, _as_min(r, objs)) for r in eligible(records, objs)]
+    pts = [(r, _as_min(r, objs)) for r in eligible(records, objs, stage)]
     front = []
     for r, p in pts:
         dominated = any(all(a <= b for a, b in zip(q, p, strict=False)) and any(a < b for a, b in zip(q, p, strict=False)) for _, q in pts)
@@ -281,4 +287,5 @@ def member_json(r: TrialRecord) -> dict[str, Any]:
     genome = json.loads(r.genome) if r.genome else None
     return {"trial": r.number, "values": r.values, "genome": genome, "arch_id": r.arch_id, "summary": r.summary,
             "flops": r.flops, "params": r.params, "latency_ms": r.latency_ms, "accuracy": r.accuracy,
-            "epochs": r.epochs}
+            "epochs": r.epochs, "stage": r.stage, "supernet_accuracy": r.user_attrs.get(attrs.SUPERNET_ACCURACY),
+            "confirms": r.user_attrs.get(attrs.CONFIRMS)}

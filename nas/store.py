@@ -362,7 +362,6 @@ class TrialSlots:
         import sqlalchemy as sa
         from optuna.storages import fail_stale_trials
 
-
         name, t, lk = study.study_name, self.table, self.locks
         if name not in self._lock_rows:
             try:

@@ -50,7 +50,7 @@ from nas.schema import (
 BACKENDS = ("optuna", "ray")
 SHAPES = ("isotropic", "pyramid")
 OBJECTIVES = {"accuracy": "maximize", "flops": "minimize", "params": "minimize", "latency_ms": "minimize"}
-EVALUATORS = ("proxy", "zero_cost", "synthetic")
+EVALUATORS = ("proxy", "zero_cost", "synthetic", "supernet")
 # the samplers a study file may name (their implementations: nas.samplers)
 SAMPLERS = ("evolution", "evolution_plain", "nsga2", "tpe", "gp", "random")
 DEFAULT_SAMPLER = "evolution"
@@ -458,6 +458,20 @@ class FidelitySpec:
 
 
 @dataclass(frozen=True)
+class SupernetSpec:
+    """``[evaluator.supernet]``: the weight-sharing evaluator (``kind = "supernet"``,
+    ``evaluators.supernet``): training once per study, then scoring with inherited weights."""
+
+    steps: int | None = setting(None, "supernet training steps (None: 20 x the proxy's epochs x steps per epoch)",
+                                min=1)
+    paths_per_step: int = setting(1, "sampled paths trained per step (gradients accumulated)", min=1)
+    strategy: str = setting("uniform", "path sampling: uniform (SPOS) or sandwich (largest + smallest of a pool)",
+                            choices=("uniform", "sandwich"))
+    finetune_steps: int = setting(0, "proxy-recipe steps of fine-tuning before a candidate is scored", min=0)
+    confirm_top: int = setting(3, "front members then trained stand-alone with the proxy recipe (stage 2)", min=0)
+
+
+@dataclass(frozen=True)
 class EvaluatorSpec:
     """``[evaluator]``: how a candidate is scored: ``proxy`` training, a ``zero_cost`` proxy, or
     ``synthetic`` (a deterministic function of the genome, for tests and the sampler benchmark).
@@ -475,6 +489,7 @@ class EvaluatorSpec:
     zero_cost: str = setting("naswot", "the zero-cost proxy of kind = \"zero_cost\"", what="a zero-cost proxy name")
     recipe: tuple[tuple[str, Any], ...] = setting((), "extra ProxyConfig settings, passed through", parse=_recipe)
     fidelity: FidelitySpec = setting(FidelitySpec(), "multi-fidelity: pruning on per-epoch accuracy")
+    supernet: SupernetSpec = setting(SupernetSpec(), "the weight-sharing evaluator's settings (kind = \"supernet\")")
     save_weights: bool = setting(False, "keep each trained genome's weights (for `nas export --weights`)")
 
     @property

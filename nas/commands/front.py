@@ -102,6 +102,8 @@ def front_report(name: str, url: str, reference: str | None = None) -> dict[str,
     front = pareto_front(records, objectives)
     return {
         "records": records, "objectives": objectives, "front": front, "reference_point": ref,
+        "confirmed_front": pareto_front(records, objectives, stage="confirmed"),
+        "supernet": sattrs.get(attrs.STUDY_SUPERNET),
         "hypervolume": hypervolume(records, objectives, ref),
         "hypervolume_normalized": hypervolume(records, objectives, ref, normalize=True),
         "presets": sattrs.get(attrs.STUDY_PRESETS) or {},
@@ -134,27 +136,19 @@ def print_front(rep: dict[str, Any], name: str, out: Any = None) -> None:
     print(f"study {name}: {len(recs)} trials ({', '.join(f'{k.lower()} {v}' for k, v in sorted(states.items()))}; "
           f"feasible {feasible})", file=out)
     front = rep["front"]
+    confirmed = rep.get("confirmed_front") or []
+    supernet = rep.get("supernet")
     if not front:
         print("Pareto front: empty (no complete, feasible, full-budget trial yet)", file=out)
     else:
-        head = ["trial"] + [n for n, _ in objs] + ["flops", "params", "latency_ms", "summary"]
-        head = list(dict.fromkeys(head))
-        rows = []
-        for r in front:
-            row = {"trial": str(r.number)}
-            for n, _ in objs:
-                row[n] = _fmt_value(n, r.metric(n))
-            row.setdefault("flops", format_count(r.flops))
-            row.setdefault("params", format_count(r.params))
-            row.setdefault("latency_ms", f"{r.latency_ms:.3g}" if r.latency_ms is not None else "-")
-            row["summary"] = r.summary or "-"
-            rows.append(row)
-        widths = {h: max(len(h), *(len(row[h]) for row in rows)) for h in head}
-        print(f"Pareto front ({len(front)} members; " + ", ".join(f"{d[:3]} {n}" for n, d in objs) + "):", file=out)
-        print("  " + "  ".join(h.ljust(widths[h]) if h == "summary" else h.rjust(widths[h]) for h in head), file=out)
-        for row in rows:
-            print("  " + "  ".join(row[h].ljust(widths[h]) if h == "summary" else row[h].rjust(widths[h])
-                                   for h in head), file=out)
+        what = " scored by the supernet (inherited weights)" if supernet or confirmed else ""
+        _print_members(front, objs, f"Pareto front{what}", out)
+    if confirmed:
+        _print_members(confirmed, objs, "Confirmed front (the supernet front's top members trained stand-alone "
+                                        "with the proxy recipe)", out, confirmed=True)
+    if supernet:
+        print(f"supernet: trained once in {supernet.get('train_time_s', 0):.0f} s ({supernet.get('steps')} steps, "
+              f"{supernet.get('paths')} paths, {supernet.get('strategy')})", file=out)
     ref = ", ".join(f"{n} {_fmt_value(n, v)}" for (n, _), v in zip(objs, rep["reference_point"], strict=False))
     print(f"hypervolume: {rep['hypervolume']:.6g} (normalized {rep['hypervolume_normalized']:.4f}) "
           f"for reference point ({ref})", file=out)
@@ -170,6 +164,35 @@ def print_front(rep: dict[str, Any], name: str, out: Any = None) -> None:
             print("presets at this resolution (references): " + "; ".join(parts), file=out)
 
 
+def _print_members(members: list[Any], objs: list[tuple[str, str]], title: str, out: Any,
+                   confirmed: bool = False) -> None:
+    from nas import attrs
+    from nas.study import format_count
+
+    head = ["trial"] + [n for n, _ in objs] + (["supernet acc", "confirms"] if confirmed else []) + \
+        ["flops", "params", "latency_ms", "summary"]
+    head = list(dict.fromkeys(head))
+    rows = []
+    for r in members:
+        row = {"trial": str(r.number)}
+        for n, _ in objs:
+            row[n] = _fmt_value(n, r.metric(n))
+        if confirmed:
+            row["supernet acc"] = _fmt_value("accuracy", r.user_attrs.get(attrs.SUPERNET_ACCURACY))
+            row["confirms"] = str(r.user_attrs.get(attrs.CONFIRMS, "-"))
+        row.setdefault("flops", format_count(r.flops))
+        row.setdefault("params", format_count(r.params))
+        row.setdefault("latency_ms", f"{r.latency_ms:.3g}" if r.latency_ms is not None else "-")
+        row["summary"] = r.summary or "-"
+        rows.append(row)
+    widths = {h: max(len(h), *(len(row[h]) for row in rows)) for h in head}
+    print(f"{title} ({len(members)} members; " + ", ".join(f"{d[:3]} {n}" for n, d in objs) + "):", file=out)
+    print("  " + "  ".join(h.ljust(widths[h]) if h == "summary" else h.rjust(widths[h]) for h in head), file=out)
+    for row in rows:
+        print("  " + "  ".join(row[h].ljust(widths[h]) if h == "summary" else row[h].rjust(widths[h])
+                               for h in head), file=out)
+
+
 def run(args: argparse.Namespace) -> int:
     from nas.front import member_json
 
@@ -178,14 +201,15 @@ def run(args: argparse.Namespace) -> int:
         _evaluate_presets(name, url, spec)
     rep = front_report(name, url, args.reference)
     if args.json:
-        print(json.dumps([member_json(r) for r in rep["front"]], indent=1))
+        print(json.dumps([member_json(r) for r in rep["front"] + rep["confirmed_front"]], indent=1))
     elif args.csv:
         buf = io.StringIO()
         objs = [n for n, _ in rep["objectives"]]
         w = csv.writer(buf)
-        w.writerow(["trial", *objs, "flops", "params", "latency_ms", "arch_id", "summary"])
-        for r in rep["front"]:
-            w.writerow([r.number, *[r.metric(n) for n in objs], r.flops, r.params, r.latency_ms, r.arch_id, r.summary])
+        w.writerow(["trial", *objs, "flops", "params", "latency_ms", "arch_id", "summary", "stage"])
+        for r in rep["front"] + rep["confirmed_front"]:
+            w.writerow([r.number, *[r.metric(n) for n in objs], r.flops, r.params, r.latency_ms, r.arch_id, r.summary,
+                        r.stage])
         sys.stdout.write(buf.getvalue())
     else:
         print_front(rep, name)

@@ -134,6 +134,10 @@ def search(spec: Any, *, show_progress: bool = True, with_presets: bool = False,
             result = run_optuna(spec, target=target, show_progress=show_progress, heartbeat_s=heartbeat_s,
                                 initial=done)
         interrupted = result.interrupted
+    if spec.evaluator.kind == "supernet" and not interrupted:  # stage 2: the confirmed front
+        from nas.supernet import confirm_front
+
+        confirm_front(study, spec, te, out=out)
     if (with_presets or spec.presets.evaluate) and spec.presets.names and not interrupted:
         from nas.backends.common import evaluate_presets
 

@@ -24,6 +24,10 @@ CATEGORY_STYLE: dict[str, dict[str, Any]] = {
     "excluded": {"color": "#9ecae1", "size": 5, "symbol": "circle-open",
                  "name": "not eligible (stopped early / repeated genome)"},
     "infeasible": {"color": "#7f7f7f", "size": 6, "symbol": "x", "name": "infeasible (over budget)"},
+    # supernet studies: the search front is scored with inherited weights; these were trained stand-alone
+    "confirmed": {"color": "#2ca02c", "size": 11, "symbol": "diamond", "name": "confirmed front (stand-alone)"},
+    "confirmed_dominated": {"color": "#98df8a", "size": 8, "symbol": "diamond-open",
+                            "name": "confirmed, dominated (stand-alone)"},
 }
 MIXER_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                 "#bcbd22", "#17becf"]

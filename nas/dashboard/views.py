@@ -115,11 +115,14 @@ def trial_rows(records: Sequence[F.TrialRecord], objectives: Sequence[tuple[str,
     complete, not on the front), ``infeasible``, ``running``, ``pruned``, ``failed``, or
     ``excluded`` (complete and feasible but not eligible: stopped early or a repeated genome)."""
     eligible = {r.number for r in F.eligible(records, objectives)}
+    confirmed = {r.number for r in F.pareto_front(records, objectives, stage="confirmed")}
     out = []
     for r in records:
         feas = feasibility(r)
         if feas is False and r.state in ("COMPLETE", "PRUNED"):
             cat = "infeasible"  # over budget: stopped before training, or trained and told so
+        elif r.state == "COMPLETE" and r.stage == "confirmed":  # a supernet front member trained stand-alone
+            cat = "confirmed" if r.number in confirmed else "confirmed_dominated"
         elif r.state == "COMPLETE":
             cat = "front" if r.number in front_numbers else ("dominated" if r.number in eligible else "excluded")
         else:
@@ -139,7 +142,7 @@ def trial_rows(records: Sequence[F.TrialRecord], objectives: Sequence[tuple[str,
             "mixer": facets.get("mixer"), "pos": facets.get("pos"), "stem": facets.get("stem"),
             "shape": facets.get("shape"), "summary": r.summary, "arch_id": (r.arch_id or "")[:10],
             "epochs": r.epochs, "elapsed_s": (done - study_start).total_seconds() if done and study_start else None,
-            "complete": r.datetime_complete, "failure": r.failure,
+            "complete": r.datetime_complete, "failure": r.failure, "stage": r.stage,
         }
         for name, _ in objectives:
             if name not in row:

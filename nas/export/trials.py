@@ -196,7 +196,9 @@ def export_trial(
     source: Path | None = None
     if weights is True:
         source = stored_weights(t, url)
-        info.weights_source = f"proxy-trained weights of trial {t.number} ({source.name})"
+        kind = "weights inherited from the study's supernet" if t.user_attrs.get(attrs.STAGE) == "search" \
+            and attrs.SUPERNET_ACCURACY in t.user_attrs else "proxy-trained weights"
+        info.weights_source = f"{kind} of trial {t.number} ({source.name})"
     elif weights:
         source = Path(weights)
     path = export_genome(spec, out, name=name or default_name(study_name, t.number, spec), weights=source,
