@@ -76,6 +76,15 @@ class ParCMixer(TokenMixer):
             return f"the width {dim} must be at least 2 (half the channels per axis)"
         return super().check(dim, grid_size, knobs)
 
+    def resize_state(self, name: str, tensor: torch.Tensor, source: nn.Module | None) -> torch.Tensor:
+        """A checkpoint's kernel or position embedding of another grid, interpolated to this one
+        as ``forward`` would (so a model loaded at another size equals the saved one run there)."""
+        if name in ("weight_h", "pe_h"):
+            return _fit(tensor, self.weight_h.shape[2])
+        if name in ("weight_w", "pe_w"):
+            return _fit(tensor, self.weight_w.shape[2])
+        return tensor
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
         xh, xw = x.permute(0, 3, 1, 2).split(self.split, dim=1)  # (B, c, H, W), (B, C - c, H, W)
