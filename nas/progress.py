@@ -9,8 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from nas import attrs  # noqa: F401
-from nas.store import counted  # noqa: F401  (re-exported: which trials count toward the budget)
+from nas.store import counted
 
 
 def study_counts(study: Any) -> dict[str, int]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from nas import attrs
 from nas.errors import NasError
-from nas.space import preset_for_study  # noqa: F401  (re-exported)
+from nas.space import preset_for_study
 from nas.study import StudySpec, format_count
 
 
