@@ -79,15 +79,24 @@ def landscape(kind: str, storage: str) -> Any:
 class TrainTable:
     """arch_id -> proxy-training result, shared by every run of the benchmark (training is
     deterministic per arch_id at the fixed ``TRAIN_SEED``). Installed by wrapping
-    ``TrialEvaluator.evaluate`` in this process."""
+    ``TrialEvaluator.evaluate`` in this process.
+
+    Multi-fidelity runs (``benchmarks/multi_fidelity.py``) pause and resume training at rungs:
+    for a genome the table holds, a run paused after epoch e is served from the stored per-epoch
+    accuracies (a paused-and-continued run equals the uninterrupted one bit for bit:
+    ``tests/evaluators/test_proxy.py``); a genome the table lacks is trained for real, segment by
+    segment, from its saved state (``segments_trained``, ``segment_epochs`` count that work)."""
 
     def __init__(self, spec: Any, path: Path | None) -> None:
         from nas.objective import TrialEvaluator
 
         self.path = path
-        self.rows: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path and path.exists() else {}
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.reload()
         self.trained = 0
         self.train_s = 0.0
+        self.segments_trained = 0
+        self.segment_epochs = 0
         self.te = TrialEvaluator(spec.replace(seed=TRAIN_SEED))
 
     def install(self) -> None:
@@ -96,10 +105,16 @@ class TrainTable:
         table = self
         original = objective.TrialEvaluator.evaluate
 
-        def evaluate(te: Any, cand: Any, on_epoch: Any = None, seed: int | None = None) -> Any:
+        def evaluate(te: Any, cand: Any, on_epoch: Any = None, seed: int | None = None, *, resume: Any = None,
+                     pause_at: int | None = None) -> Any:
             if te.study.evaluator.kind != "proxy":
-                return original(te, cand, on_epoch, seed)
+                return original(te, cand, on_epoch, seed, resume=resume, pause_at=pause_at)
+            if resume is not None or pause_at is not None:
+                return table.segment(original, cand, resume, pause_at)
             row = table.rows.get(cand.arch_id)
+            if row is None:  # another process sharing the table may have trained it meanwhile
+                table.reload()
+                row = table.rows.get(cand.arch_id)
             if row is None:
                 t = time.perf_counter()
                 out = original(table.te, cand, None, TRAIN_SEED)
@@ -113,18 +128,68 @@ class TrainTable:
 
         objective.TrialEvaluator.evaluate = evaluate
 
+    def segment(self, original: Any, cand: Any, resume: Any, pause_at: int | None) -> Any:
+        """A multi-fidelity segment: from ``resume`` (None: the start) to ``pause_at`` (None: the
+        end), served from the table when it holds the genome, else trained."""
+        from nas import attrs, objective
+
+        row = self.rows.get(cand.arch_id)
+        if row is None:
+            self.reload()
+            row = self.rows.get(cand.arch_id)
+        budget = self.te.study.evaluator.epochs
+        if row is not None and (row["status"] != "ok" or len(row["attrs"].get(attrs.ACCURACY_PER_EPOCH, [])) == budget):
+            curve = row["attrs"].get(attrs.ACCURACY_PER_EPOCH, [])
+            e = budget if pause_at is None or pause_at >= budget else pause_at
+            if row["status"] != "ok" and len(curve) < e:  # it failed before this rung
+                return objective.Outcome(row["status"], row["accuracy"], dict(row["attrs"]), row["reason"])
+            a = {**row["attrs"], attrs.ACCURACY_PER_EPOCH: curve[:e], attrs.EPOCHS: e, attrs.ACCURACY: curve[e - 1]}
+            a.pop(attrs.FAILURE, None)
+            if e < budget:
+                return objective.Outcome("paused", curve[e - 1], a, f"paused after epoch {e}",
+                                         state={"table": True, "epoch": e})
+            return objective.Outcome("ok", curve[e - 1], a)
+        if isinstance(resume, dict) and resume.get("table"):
+            raise RuntimeError(f"{cand.arch_id} was served from a table that no longer holds it")
+        t = time.perf_counter()
+        out = original(self.te, cand, None, TRAIN_SEED, resume=resume, pause_at=pause_at)
+        self.train_s += time.perf_counter() - t
+        self.segments_trained += 1
+        self.segment_epochs += int(out.attrs.get(attrs.EPOCHS) or 0) - (int(resume["epoch"]) if resume else 0)
+        if out.status == "ok":  # trained to the end: the same result as one uninterrupted training
+            self.rows[cand.arch_id] = {"status": out.status, "accuracy": out.accuracy, "attrs": out.attrs,
+                                       "reason": out.reason, "flops": cand.costs["flops"]}
+            self.save()
+        return out
+
+    def reload(self) -> None:
+        if self.path and self.path.exists():
+            self.rows.update(json.loads(self.path.read_text()))
+
     def save(self) -> None:
-        if self.path:
-            self.path.write_text(json.dumps(self.rows))
+        """Merge into the file under a lock, so several benchmark processes (e.g. one per seed
+        set, ``--seeds``) can fill one table; the file is replaced atomically."""
+        if not self.path:
+            return
+        from filelock import FileLock
+
+        with FileLock(str(self.path) + ".lock"):
+            if self.path.exists():
+                self.rows = {**json.loads(self.path.read_text()), **self.rows}
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.rows))
+            tmp.replace(self.path)
 
 
 # --- one run ---------------------------------------------------------------------------------
-def run_one(base: Any, sampler: str, seed: int, trials: int, tag: str) -> dict[str, Any]:
+def run_one(base: Any, sampler: str, seed: int, trials: int, tag: str, budget: int | None = None) -> dict[str, Any]:
+    """``trials`` trials of a study whose file says ``trials = budget`` (default ``trials``): the
+    first ``trials`` of a ``budget``-trial search (the samplers size themselves by the budget)."""
     from nas.backends.optuna_backend import run_worker
     from nas.commands.search import prepare
     from nas.front import load_trials
 
-    spec = base.replace(name=f"{tag}_{sampler}_s{seed}", sampler=sampler, seed=seed, trials=trials)
+    spec = base.replace(name=f"{tag}_{sampler}_s{seed}", sampler=sampler, seed=seed, trials=budget or trials)
     prepare(spec, heartbeat_s=None)
     t0, c0 = time.perf_counter(), time.process_time()
     run_worker(spec, trials)
@@ -218,6 +283,9 @@ def main() -> None:
     ap.add_argument("--landscape", choices=("synthetic", "real"), default="synthetic")
     ap.add_argument("--quick", action="store_true", help="30 trials, 3 seeds, 300 overhead trials")
     ap.add_argument("--trials", type=int, help="trials per run (default 60 synthetic, 100 real)")
+    ap.add_argument("--random-trials", type=int, default=None,
+                    help="random's trials, the reference (default --trials); with --trials N < this, the other "
+                         "samplers run the first N trials of a search of this budget")
     ap.add_argument("--seeds", default=None, help="comma-separated (default 0..4)")
     ap.add_argument("--samplers", default=",".join(SAMPLERS))
     ap.add_argument("--overhead-trials", type=int, default=None, help="0 skips (default 1500; --quick 300)")
@@ -230,6 +298,7 @@ def main() -> None:
 
     real = args.landscape == "real"
     trials = args.trials or (30 if args.quick else (100 if real else 60))
+    rtrials = max(trials, args.random_trials or trials)
     seeds = [int(s) for s in (args.seeds or ("0,1,2" if args.quick else "0,1,2,3,4")).split(",")]
     samplers = [s for s in args.samplers.split(",") if s]
     n_over = args.overhead_trials if args.overhead_trials is not None else (300 if args.quick else 1500)
@@ -249,7 +318,7 @@ def main() -> None:
     for i, seed in enumerate(seeds):
         order = samplers[i % len(samplers):] + samplers[:i % len(samplers)]  # rotate: interleaved
         for sampler in order:
-            row = run_one(base, sampler, seed, trials, "bench")
+            row = run_one(base, sampler, seed, rtrials if sampler == "random" else trials, "bench", budget=rtrials)
             rows.append(row)
             extra = f" (trained {table.trained}, {table.train_s:.0f} s)" if table else ""
             print(f"{sampler:>20} {seed:>4} {row['trials']:>6} {row['feasible']:>8} {row['unique_arch']:>6} "
@@ -259,12 +328,13 @@ def main() -> None:
     bounds = (min(p[1] for p in allp), max(p[1] for p in allp), min(p[2] for p in allp), max(p[2] for p in allp))
     best_hv = hv_points(allp, bounds)  # the best front any run found
     for r in rows:
-        r["hv_curve"] = hv_curve(r["points"], bounds, trials)
-        r["hv"] = r["hv_curve"][-1]
+        r["hv_curve"] = hv_curve(r["points"], bounds, r["trials"])
+        r["hv"] = r["hv_curve"][trials - 1]  # at equal trials
         r["regret"] = best_hv - r["hv"]
     has_random = "random" in samplers
     rand_by_seed = {r["seed"]: r["hv"] for r in rows if r["sampler"] == "random"}
-    rand_final = statistics.median(rand_by_seed.values()) if has_random else None
+    # the reference: random's HV after its own (possibly longer) run, median over seeds
+    rand_final = statistics.median(r["hv_curve"][-1] for r in rows if r["sampler"] == "random") if has_random else None
     for r in rows:
         if has_random:
             r["hv_ratio_vs_random"] = r["hv"] / rand_by_seed[r["seed"]] if rand_by_seed[r["seed"]] else None
@@ -295,7 +365,8 @@ def main() -> None:
               f"{p['regret']['median']:>7.4f} {'-' if match is None else f'{match:g}':>15}")
 
     summary: dict[str, Any] = {
-        "landscape": args.landscape, "default_sampler": DEFAULT_SAMPLER, "trials_per_run": trials, "seeds": seeds,
+        "landscape": args.landscape, "default_sampler": DEFAULT_SAMPLER, "trials_per_run": trials,
+        "random_trials": rtrials, "seeds": seeds,
         "hv_ratio_vs_random": {s: per[s]["hv_ratio_vs_random"]["median"] for s in samplers
                                if s != "random" and has_random},
         "trials_to_match_random_share": None,
@@ -303,7 +374,7 @@ def main() -> None:
     }
     d = per.get(DEFAULT_SAMPLER, {}).get("trials_to_match_random", {}).get("median")
     if d is not None:
-        summary["trials_to_match_random_share"] = d / trials
+        summary["trials_to_match_random_share"] = d / rtrials
     if table is not None:
         summary["headroom"] = headroom(table)
         if has_random:

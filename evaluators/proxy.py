@@ -17,11 +17,21 @@ Contract with the caller (the search):
   ``True`` or raising ``StopTraining`` ends the run with ``status="stopped"`` (a pruned trial);
   any other exception (e.g. ``optuna.TrialPruned``) propagates after memory is released.
 - ``ProxyResult.status`` is ``"ok"``, ``"stopped"``, ``"diverged"``, ``"oom"`` (out of memory;
-  the process can go on) or ``"timeout"``; ``reason`` is one line. A run is ``"diverged"`` as
-  soon as a training loss, a weight or buffer (checked after every epoch, so the last steps
-  count too), a validation logit or the validation loss is non-finite; the epoch that diverged
-  reports nothing to ``on_epoch`` and adds no accuracy (the argmax of NaN logits is one class's
-  share, not a result).
+  the process can go on), ``"timeout"`` or ``"paused"`` (see below); ``reason`` is one line. A
+  run is ``"diverged"`` as soon as a training loss, a weight or buffer (checked after every
+  epoch, so the last steps count too), a validation logit or the validation loss is non-finite;
+  the epoch that diverged reports nothing to ``on_epoch`` and adds no accuracy (the argmax of
+  NaN logits is one class's share, not a result).
+- Pause and resume (multi-fidelity rungs): ``fit(..., pause_at=e)`` stops after epoch ``e``'s
+  validation and ``on_epoch`` call (a callback's stop wins; so does a timeout) with
+  ``status="paused"``, ``reason="paused after epoch e"`` and ``result.state``: everything the run
+  needs to go on, as CPU tensors, dicts, lists and numbers (``torch.save`` it; ``torch.load(...,
+  weights_only=True)`` reads it back). ``fit(fresh_model, data, resume=state)`` on a freshly built
+  model of the same architecture, with the same ``ProxyConfig`` and data, continues from epoch
+  ``e + 1``; on one device type the per-epoch results and the final weights equal those of an
+  uninterrupted run bit for bit (on the CPU; CUDA kernels may not be deterministic), and the
+  result covers the whole run (its lists, steps, images and times; ``time_limit_s`` counts the
+  whole run's wall time too). ``pause_at`` at or past the epoch budget just finishes the run.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ import gc
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -42,7 +52,8 @@ from evaluators.data import LoadedData, norm_affine
 from evaluators.isolation import kept_state
 from operators.errors import NasError
 
-STATUSES = ("ok", "stopped", "diverged", "oom", "timeout")
+STATUSES = ("ok", "stopped", "diverged", "oom", "timeout", "paused")
+STATE_VERSION = 1  # of ``ProxyResult.state``
 
 
 class Diverged(NasError):
@@ -74,7 +85,9 @@ class ProxyResult:
     epoch finished); ``train_time_s`` is the time spent in training steps (``images_per_s`` is
     measured on it), ``eval_time_s`` in validation, ``wall_time_s`` everything. ``train_flops``
     counts multiply-accumulates (DESIGN's "FLOPs") as 3 x forward MACs x images trained
-    (forward + backward); None when the model could not be counted.
+    (forward + backward); None when the model could not be counted. ``state`` is set only when
+    ``status == "paused"``: pass it as ``ProxyTrainer.fit(..., resume=state)``; it holds tensors
+    and is left out of ``to_dict()``.
     """
 
     status: str
@@ -96,6 +109,7 @@ class ProxyResult:
     train_flops: int | None = None
     device: str = "cpu"
     precision: str = "fp32"
+    state: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -106,8 +120,10 @@ class ProxyResult:
         return max(self.accuracy_per_epoch) if self.accuracy_per_epoch else None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
+        """The fields as plain data, without ``state``."""
+        d = asdict(replace(self, state=None))
+        del d["state"]
+        return d
 
 
 OnEpoch = Callable[[int, float, float], "bool | None"]
@@ -172,6 +188,50 @@ def _adamw(model: nn.Module, cfg: ProxyConfig, device: torch.device) -> torch.op
         return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
 
 
+def _cpu_copy(obj: Any) -> Any:
+    """``obj`` with every tensor replaced by a detached CPU copy; dicts (their type and a
+    state_dict's ``_metadata`` kept), lists and tuples are walked."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        out = type(obj)((k, _cpu_copy(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):
+            out._metadata = obj._metadata
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
+
+
+_STATE_KEYS = ("version", "fingerprint", "device_type", "epoch", "step", "model", "optimizer", "scheduler",
+               "gen", "rng", "history", "flops_per_image")
+
+
+def _check_resume(state: Any, fingerprint: dict[str, Any], device: torch.device, model: nn.Module) -> None:
+    """Raise ``NasError`` unless ``state`` is a paused state of this run's recipe, data, device
+    type and architecture."""
+    if not isinstance(state, dict) or (missing := [k for k in _STATE_KEYS if k not in state]):
+        what = f"missing {', '.join(missing)}" if isinstance(state, dict) else f"a {type(state).__name__}"
+        raise NasError(f"resume is not a paused ProxyResult.state ({what}); pass result.state of a paused run")
+    if state["version"] != STATE_VERSION:
+        raise NasError(f"resume state has version {state['version']}, this trainer reads version {STATE_VERSION}; "
+                       "train the candidate again from scratch")
+    diff = [f"{k} {state['fingerprint'].get(k)!r} -> {v!r}" for k, v in fingerprint.items()
+            if state["fingerprint"].get(k) != v]
+    if diff:
+        raise NasError(f"resume state was made by another run ({', '.join(diff)}); resume with the paused "
+                       "run's ProxyConfig and data")
+    if state["device_type"] != device.type:
+        raise NasError(f"resume state was made on {state['device_type']}, this run is on {device.type}; "
+                       f"resume on a {state['device_type']} device (the random streams differ)")
+    own, saved = model.state_dict(), state["model"]
+    bad = sorted(k for k in own.keys() | saved.keys()
+                 if k not in own or k not in saved or own[k].shape != saved[k].shape)
+    if bad:
+        raise NasError(f"resume state does not fit this model ({len(bad)} tensors differ, e.g. {bad[0]!r}); "
+                       "pass a freshly built model of the paused run's architecture")
+
+
 class DeviceBatches:
     """The dataset on the device as ``uint8``, batched by indexing, augmented per batch.
 
@@ -230,7 +290,24 @@ class ProxyTrainer:
         self.config = config or ProxyConfig()
 
     def fit(self, model: nn.Module, data: LoadedData, on_epoch: OnEpoch | None = None,
-            flops_per_image: int | None = None) -> ProxyResult:
+            flops_per_image: int | None = None, *, resume: dict[str, Any] | None = None,
+            pause_at: int | None = None) -> ProxyResult:
+        """Train ``model`` (moved to the config's device, trained in place) on ``data``.
+
+        Args:
+            on_epoch: ``(epoch, val_acc, val_loss)`` after each epoch's validation (epochs are
+                1-based, accuracy in [0, 1]); see the module docstring.
+            flops_per_image: forward MACs of one image (counted when None and ``count_flops``).
+            resume: ``result.state`` of a paused run; ``model`` is then a freshly built model of
+                that run's architecture and training goes on from the epoch after the pause.
+            pause_at: pause after this 1-based epoch (``status="paused"``, ``result.state``
+                set) unless the run ends there or earlier.
+
+        Raises:
+            ValueError: ``pause_at`` < 1, or not after the epoch ``resume`` paused at.
+            NasError: ``resume`` is not a paused state of this config, data, device type and
+                architecture; an unavailable device.
+        """
         cfg = self.config
         device = _resolve_device(cfg.device)
         t_start = time.perf_counter()
@@ -243,19 +320,35 @@ class ProxyTrainer:
         channels_last = cfg.channels_last is True or (cfg.channels_last == "auto" and device.type == "cuda")
         img = data.train_x.shape[1]
         in_chans = data.train_x.shape[-1]
+        pad = data.crop_pad if cfg.crop_pad is None else cfg.crop_pad
+        flip = data.flip_ok if cfg.flip is None else cfg.flip
+        fingerprint = {"total_steps": total_steps, "batch_size": bs, "n_train": n_train, "n_val": len(data.val_y),
+                       "lr": cfg.lr, "seed": cfg.seed, "weight_decay": cfg.weight_decay, "betas": list(cfg.betas),
+                       "warmup_frac": cfg.warmup_frac, "min_lr_ratio": cfg.min_lr_ratio,
+                       "label_smoothing": cfg.label_smoothing, "grad_clip": cfg.grad_clip, "crop_pad": int(pad),
+                       "flip": bool(flip), "bf16": bf16}
+        if pause_at is not None and pause_at < 1:
+            raise ValueError(f"pause_at must be a 1-based epoch (>= 1), got {pause_at}")
+        if resume is not None:
+            _check_resume(resume, fingerprint, device, model)
+            if pause_at is not None and pause_at <= resume["epoch"]:
+                raise ValueError(f"pause_at {pause_at} is not after epoch {resume['epoch']}, where the resumed "
+                                 "run paused; pass a later epoch or None")
+            if flops_per_image is None:
+                flops_per_image = resume["flops_per_image"]
+            t_start -= resume["history"]["wall_time_s"]  # wall time and time_limit_s cover the whole run
         result = ProxyResult(status="ok", reason=None, accuracy=None, loss=None, epoch_budget=epoch_budget,
                              device=str(device), precision="bf16" if bf16 else "fp32")
         if flops_per_image is None and cfg.count_flops:
             flops_per_image = forward_macs(model, in_chans, img)
         result.flops_per_image = flops_per_image
 
-        pad = data.crop_pad if cfg.crop_pad is None else cfg.crop_pad
-        flip = data.flip_ok if cfg.flip is None else cfg.flip
         oom_at: str | None = None
         opt = sched = train = val = xb = yb = logits = loss = None
         try:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(cfg.seed)
+                if resume is None:
+                    torch.manual_seed(cfg.seed)
                 model.to(device)
                 if channels_last:
                     model.to(memory_format=torch.channels_last)
@@ -270,6 +363,8 @@ class ProxyTrainer:
                 t_train = 0.0
                 step = 0
                 epoch = 0
+                if resume is not None:
+                    step, epoch, t_train = self._restore(resume, model, opt, sched, gen, device, result)
                 while step < total_steps:
                     epoch += 1
                     t_ep = time.perf_counter()
@@ -363,6 +458,23 @@ class ProxyTrainer:
                         result.reason = (f"time limit {cfg.time_limit_s:g}s reached after "
                                          f"{result.epochs} of {epoch_budget} epochs")
                         break
+                    if epoch == pause_at and step < total_steps:
+                        result.status, result.reason = "paused", f"paused after epoch {epoch}"
+                        result.state = {
+                            "version": STATE_VERSION, "fingerprint": fingerprint, "device_type": device.type,
+                            "epoch": epoch, "step": step, "model": _cpu_copy(model.state_dict()),
+                            "optimizer": _cpu_copy(opt.state_dict()), "scheduler": _cpu_copy(sched.state_dict()),
+                            "gen": gen.get_state().clone(),
+                            "rng": {"cpu": torch.get_rng_state(),
+                                    **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})},
+                            "history": {"accuracy_per_epoch": list(result.accuracy_per_epoch),
+                                        "loss_per_epoch": list(result.loss_per_epoch),
+                                        "train_loss_per_epoch": list(result.train_loss_per_epoch),
+                                        "train_time_s": t_train, "eval_time_s": result.eval_time_s,
+                                        "wall_time_s": time.perf_counter() - t_start},
+                            "flops_per_image": flops_per_image,
+                        }
+                        break
                 result.train_time_s = t_train
         except torch.OutOfMemoryError:  # moving the model or the data to the device
             oom_at = oom_at or "oom before training (model or data to the device)"
@@ -383,6 +495,28 @@ class ProxyTrainer:
         if flops_per_image is not None:
             result.train_flops = 3 * flops_per_image * result.images
         return result
+
+    @staticmethod
+    def _restore(state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer, sched, gen: torch.Generator,
+                 device: torch.device, result: ProxyResult) -> tuple[int, int, float]:
+        """Load a checked paused ``state`` into the run's objects, the global RNG (inside the
+        run's ``fork_rng``) and ``result``; returns ``(step, epoch, train_time_s)``."""
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["rng"]["cpu"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        h = state["history"]
+        result.accuracy_per_epoch = list(h["accuracy_per_epoch"])
+        result.loss_per_epoch = list(h["loss_per_epoch"])
+        result.train_loss_per_epoch = list(h["train_loss_per_epoch"])
+        result.accuracy = result.accuracy_per_epoch[-1] if result.accuracy_per_epoch else None
+        result.loss = result.loss_per_epoch[-1] if result.loss_per_epoch else None
+        result.eval_time_s = h["eval_time_s"]
+        result.epochs, result.steps = state["epoch"], state["step"]
+        return state["step"], state["epoch"], h["train_time_s"]
 
     @staticmethod
     @torch.inference_mode()

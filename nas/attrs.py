@@ -40,6 +40,9 @@ WEIGHTS = "weights_path"           # proxy-trained state dict file (safetensors/
 STAGE = "stage"                    # "search" or "confirmed" (supernet studies: stand-alone proxy training of a front member)
 CONFIRMS = "confirms"              # the search-stage trial number a confirmed trial trained stand-alone (int)
 SUPERNET_ACCURACY = "supernet_accuracy"  # validation top-1 with weights inherited from the supernet (float)
+PAUSED_AT = "paused_at_rung"       # MO-ASHA: the rung (epochs) where this candidate waits, its values are that rung's (int)
+RESUMES = "resumes"                # MO-ASHA: the paused trial whose training state this trial continued (int)
+START_EPOCH = "start_epoch"        # MO-ASHA: epochs already trained when this trial started (int; trained = epochs - this)
 
 # --- study user attributes --------------------------------------------------------------
 STUDY_SPEC = "study_spec"          # the StudySpec as JSON (str)

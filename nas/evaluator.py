@@ -45,6 +45,7 @@ class Candidate:
     costs: dict[str, Any]
     constraints: dict[str, float]
     latency: dict[str, Any] | None = None
+    resumes: int | None = None          # MO-ASHA: the paused trial this candidate's training continues
 
     @property
     def feasible(self) -> bool:
@@ -81,21 +82,23 @@ class Candidate:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (a Ray trial's config carries it from the driver to the trainable)."""
         return {"genome": self.spec.to_json(), "costs": dict(self.costs), "constraints": dict(self.constraints),
-                "latency": dict(self.latency) if self.latency else None}
+                "latency": dict(self.latency) if self.latency else None, "resumes": self.resumes}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Candidate:
-        return cls(ArchSpec.from_json(d["genome"]), dict(d["costs"]), dict(d["constraints"]), d.get("latency"))
+        return cls(ArchSpec.from_json(d["genome"]), dict(d["costs"]), dict(d["constraints"]), d.get("latency"),
+                   d.get("resumes"))
 
 
 @dataclass
 class Outcome:
     """What the evaluator produced for a feasible candidate."""
 
-    status: str                               # ok | stopped | failed
+    status: str                               # ok | stopped | paused | failed
     accuracy: float | None
     attrs: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
+    state: Any = field(default=None, repr=False)  # "paused": what ``evaluate(resume=...)`` continues from
 
 
 OnEpoch = Callable[[int, float], bool]       # (epoch, 1-based; val_acc) -> stop?
@@ -193,10 +196,16 @@ class TrialEvaluator:
 
 
     # --- evaluation ------------------------------------------------------------------------
-    def evaluate(self, cand: Candidate, on_epoch: OnEpoch | None = None, seed: int | None = None) -> Outcome:
+    def evaluate(self, cand: Candidate, on_epoch: OnEpoch | None = None, seed: int | None = None, *,
+                 resume: Any = None, pause_at: int | None = None) -> Outcome:
+        """Score a feasible candidate. With ``pause_at`` (a 1-based epoch below the budget) a
+        training evaluator stops there with status ``"paused"`` and ``Outcome.state``;
+        ``resume=state`` continues such a run as if it had never stopped (``nas.fidelity``)."""
         kind = self.study.evaluator.kind
+        if (resume is not None or pause_at is not None) and kind not in ("proxy", "synthetic"):
+            raise NasError(f"evaluator kind {kind!r} cannot pause and resume training (mo_asha needs 'proxy')")
         if kind == "synthetic":
-            return self._synthetic(cand, on_epoch)
+            return self._synthetic(cand, on_epoch, resume, pause_at)
         if kind == "zero_cost":
             return self._zero_cost(cand)
         if kind == "supernet":
@@ -205,9 +214,10 @@ class TrialEvaluator:
 
             status, acc, out, reason = evaluate_supernet(self, cand, weights_dir(self.study))
             return Outcome(status, acc, out, reason)
-        return self._proxy(cand, on_epoch, seed)
+        return self._proxy(cand, on_epoch, seed, resume, pause_at)
 
-    def _proxy(self, cand: Candidate, on_epoch: OnEpoch | None, seed: int | None) -> Outcome:
+    def _proxy(self, cand: Candidate, on_epoch: OnEpoch | None, seed: int | None, resume: Any = None,
+               pause_at: int | None = None) -> Outcome:
         import torch
 
         from evaluators.proxy import ProxyConfig, ProxyTrainer
@@ -230,9 +240,13 @@ class TrialEvaluator:
         if on_epoch is not None:
             def cb(epoch: int, acc: float, loss: float) -> bool:
                 return bool(on_epoch(epoch, acc))
-        res = ProxyTrainer(cfg).fit(model, data, on_epoch=cb, flops_per_image=cand.costs["flops"])
+        res = ProxyTrainer(cfg).fit(model, data, on_epoch=cb, flops_per_image=cand.costs["flops"], resume=resume,
+                                    pause_at=pause_at)
         out = attrs.proxy_result_attrs(res)
         out[attrs.TRAIN_TIME_S] = res.wall_time_s
+        if res.status == "paused":
+            out.pop(attrs.FAILURE, None)
+            return Outcome("paused", res.accuracy, out, res.reason, state=res.state)
         if res.status == "ok":
             acc = res.accuracy
             if acc is None or not math.isfinite(acc):
@@ -253,15 +267,21 @@ class TrialEvaluator:
                                             attrs.TRAIN_TIME_S: time.perf_counter() - t,
                                             attrs.EPOCHS: 0, attrs.EPOCH_BUDGET: 0})
 
-    def _synthetic(self, cand: Candidate, on_epoch: OnEpoch | None) -> Outcome:
+    def _synthetic(self, cand: Candidate, on_epoch: OnEpoch | None, resume: Any = None,
+                   pause_at: int | None = None) -> Outcome:
         from nas.synthetic import synthetic_accuracy, synthetic_curve
 
         epochs = self.study.evaluator.epochs
         final = synthetic_accuracy(cand.spec, cand.costs["flops"])
         curve = synthetic_curve(final, epochs)
-        per_epoch: list[float] = []
-        for e, acc in enumerate(curve, start=1):
+        start = int(resume["epoch"]) if resume is not None else 0
+        per_epoch: list[float] = list(curve[:start])
+        for e, acc in enumerate(curve[start:], start=start + 1):
             per_epoch.append(acc)
+            if pause_at is not None and e == pause_at and e < epochs:
+                return Outcome("paused", acc, {attrs.ACCURACY_PER_EPOCH: per_epoch, attrs.EPOCHS: e,
+                                               attrs.EPOCH_BUDGET: epochs, attrs.ACCURACY: acc, attrs.TRAIN_TIME_S: 0.0},
+                               f"paused after epoch {e}", state={"epoch": e})
             if on_epoch is not None and on_epoch(e, acc):
                 return Outcome("stopped", acc, {attrs.ACCURACY_PER_EPOCH: per_epoch, attrs.EPOCHS: e,
                                                 attrs.EPOCH_BUDGET: epochs, attrs.ACCURACY: acc},

@@ -7,7 +7,9 @@ Pure functions over ``TrialRecord`` (the dashboard, export and report import the
 - ``pareto_front(records, objectives) -> list[TrialRecord]``: non-dominated, COMPLETE,
   feasible, full-budget members (a trial stopped early by ASHA/pruning is never on it), one
   per genome;
-- ``hypervolume(records, objectives, reference_point, normalize=False) -> float``.
+- ``hypervolume(records, objectives, reference_point, normalize=False) -> float``;
+- ``fidelity_summary(records) -> Fidelity | None``: for an MO-ASHA study (``nas.fidelity``),
+  the candidates waiting at rungs and the epochs trained.
 """
 
 from __future__ import annotations
@@ -280,6 +282,64 @@ def reference_point_for(study_attrs: dict[str, Any], records: Sequence[TrialReco
         else:
             out.append(1.1 * max(vals) if vals else 1.0)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# multi-fidelity (MO-ASHA, ``nas.fidelity``)
+# --------------------------------------------------------------------------------------------
+def is_multi_fidelity(records: Sequence[TrialRecord]) -> bool:
+    """Whether any trial ran under MO-ASHA (every such trial stores ``attrs.START_EPOCH``)."""
+    return any(attrs.START_EPOCH in r.user_attrs for r in records)
+
+
+def waiting_trials(records: Sequence[TrialRecord]) -> dict[int, int]:
+    """Trial number -> rung (epochs) of each paused candidate no later trial continued yet
+    (``nas.fidelity.waiting`` over records)."""
+    from types import SimpleNamespace
+
+    from nas.fidelity import waiting
+
+    return waiting([SimpleNamespace(number=r.number, user_attrs=r.user_attrs, state=SimpleNamespace(name=r.state))
+                    for r in records])
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How an MO-ASHA study spent its training; all counts in epochs unless named otherwise."""
+
+    budget: int | None              # the recipe's epoch budget (epochs a front member trained)
+    waiting: dict[int, int]         # rung (epochs) -> number of candidates waiting there
+    epochs_trained: int             # epochs trained by every finished trial (a continuation counts its own)
+    trials: int                     # finished trials
+    candidates: int                 # candidates trained from scratch (a continuation is its paused trial's)
+
+    @property
+    def full_budget_epochs(self) -> int:
+        """Epochs the same candidates would have cost trained to the full budget each."""
+        return self.candidates * (self.budget or 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"waiting": {str(k): v for k, v in self.waiting.items()}, "epochs_trained": self.epochs_trained,
+                "full_budget_epochs": self.full_budget_epochs, "epoch_budget": self.budget}
+
+
+def fidelity_summary(records: Sequence[TrialRecord]) -> Fidelity | None:
+    """Waiting candidates per rung and training compute of an MO-ASHA study; None for any
+    other study (no trial stores ``attrs.START_EPOCH``)."""
+    if not is_multi_fidelity(records):
+        return None
+    from nas.fidelity import cumulative_compute, trained_epochs
+
+    compute = cumulative_compute(list(records))
+    by_number = {r.number: r for r in records}
+    finished = [by_number[n] for n, _ in compute]
+    candidates = sum(1 for r in finished if attrs.RESUMES not in r.user_attrs and trained_epochs(r.user_attrs) > 0)
+    per_rung: dict[int, int] = {}
+    for rung in waiting_trials(records).values():
+        per_rung[rung] = per_rung.get(rung, 0) + 1
+    budgets = [r.epoch_budget for r in records if r.epoch_budget]
+    return Fidelity(budget=max(budgets) if budgets else None, waiting=dict(sorted(per_rung.items())),
+                    epochs_trained=compute[-1][1] if compute else 0, trials=len(finished), candidates=candidates)
 
 
 def member_json(r: TrialRecord) -> dict[str, Any]:

@@ -99,6 +99,13 @@ def constraints_from_system_attrs(system_attrs: dict[str, Any]) -> dict[str, flo
     return _get_constraints_from_system_attrs(system_attrs)
 
 
+def enqueued_params(trial: Any) -> dict[str, Any]:
+    """The parameters ``Study.enqueue_trial`` fixed for ``trial`` (a ``FrozenTrial``; empty when
+    it was not enqueued). Optuna keeps them in the system attribute ``fixed_params``."""
+    fixed = trial.system_attrs.get("fixed_params")
+    return dict(fixed) if isinstance(fixed, dict) else {}
+
+
 def set_trial_system_attrs(study: Any, trial: Any, values: dict[str, Any]) -> None:
     """Write ``values`` as system attributes of ``trial`` (a ``FrozenTrial`` handed to a sampler's
     ``before_trial``) through the study's storage, as Optuna's own samplers keep per-trial state."""

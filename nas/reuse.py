@@ -20,7 +20,7 @@ REUSE_WAIT_S = 600.0      # how long a trial waits for the trial that trains the
 # the same SQL cache, so they equal the owner's; a predicted one must stay with its interval and the
 # constraint value computed from it)
 REUSED_KEYS = (attrs.ACCURACY, attrs.ACCURACY_PER_EPOCH, attrs.LOSS_PER_EPOCH, attrs.EPOCHS, attrs.EPOCH_BUDGET,
-               attrs.ZERO_COST, attrs.DEVICE)
+               attrs.ZERO_COST, attrs.DEVICE, attrs.PAUSED_AT)
 
 
 def find_reusable(study: Any, arch_id: str, number: int) -> Any | None:

@@ -55,7 +55,7 @@ EVALUATORS = ("proxy", "zero_cost", "synthetic", "supernet")
 SAMPLERS = ("evolution", "evolution_plain", "nsga2", "tpe", "gp", "random")
 DEFAULT_SAMPLER = "evolution"
 DATASETS = ("digits", "digit_pairs", "cifar10", "cifar100", "imagefolder", "huggingface", "synthetic")
-PRUNERS = ("none", "median", "asha", "hyperband")
+PRUNERS = ("none", "median", "asha", "hyperband", "mo_asha")
 _SI = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
 # Where a study file's default differs from the library's: a study searches many small proxies
@@ -450,11 +450,13 @@ class ConstraintsSpec:
 
 @dataclass(frozen=True)
 class FidelitySpec:
-    """``[evaluator.fidelity]``: prune (Optuna) or stop (Ray ASHA) on per-epoch accuracy."""
+    """``[evaluator.fidelity]``: prune (Optuna) or stop (Ray ASHA) on per-epoch accuracy, or
+    ``mo_asha``: successive halving by Pareto rank at each rung with training continued on
+    promotion, for any objectives and both backends (``nas.fidelity``)."""
 
-    pruner: str = setting("none", "the pruner", choices=PRUNERS)
-    min_epochs: int = setting(1, "epochs every trial trains before it may be pruned", min=1)
-    reduction_factor: int = setting(3, "ASHA / Hyperband reduction factor", min=2)
+    pruner: str = setting("none", "the pruner (mo_asha: multi-objective successive halving)", choices=PRUNERS)
+    min_epochs: int = setting(1, "epochs every trial trains before it may be pruned (mo_asha: the first rung)", min=1)
+    reduction_factor: int = setting(3, "ASHA / Hyperband / MO-ASHA reduction factor (eta)", min=2)
 
 
 @dataclass(frozen=True)
@@ -562,8 +564,8 @@ class StudySpec:
     def prunes(self) -> bool:
         """Whether trials are stopped early: Ray's ASHA works with any objectives; Optuna's
         pruners need a single objective (a multi-objective Optuna study ignores the pruner)."""
-        if self.evaluator.fidelity.pruner == "none" or self.evaluator.kind == "zero_cost":
-            return False
+        if self.evaluator.fidelity.pruner in ("none", "mo_asha") or self.evaluator.kind == "zero_cost":
+            return False  # mo_asha decides in the trial step (nas.fidelity), not through a pruner
         return self.backend == "ray" or len(self.objectives) == 1
 
     @property
@@ -696,9 +698,18 @@ def _check_whole(ctx: Ctx, spec: StudySpec) -> None:
     """Rules that span sections."""
     if spec.trials is None and spec.timeout_s is None:
         raise ctx.error("study", "trials", "give a budget: trials = N and/or timeout_s = seconds")
-    if spec.evaluator.fidelity.min_epochs > spec.evaluator.epochs:
+    f = spec.evaluator.fidelity
+    if f.min_epochs > spec.evaluator.epochs:
         raise ctx.error("evaluator.fidelity", "min_epochs",
-                        f"min_epochs={spec.evaluator.fidelity.min_epochs} exceeds the epoch budget {spec.evaluator.epochs}")
+                        f"min_epochs={f.min_epochs} exceeds the epoch budget {spec.evaluator.epochs}")
+    if f.pruner == "mo_asha":
+        if spec.evaluator.kind not in ("proxy", "synthetic"):
+            raise ctx.error("evaluator.fidelity", "pruner", f"mo_asha continues training from a rung, so it needs "
+                            f"evaluator kind 'proxy' (this study's is {spec.evaluator.kind!r})")
+        if f.min_epochs >= spec.evaluator.epochs:
+            raise ctx.error("evaluator.fidelity", "min_epochs",
+                            f"mo_asha: min_epochs={f.min_epochs} leaves no rung below the budget of "
+                            f"{spec.evaluator.epochs} epochs; lower min_epochs or raise [evaluator] epochs")
     if spec.reference_point is None:
         for o in spec.objectives:
             if o.name != "accuracy" and f"max_{o.name}" not in spec.constraints.limits():

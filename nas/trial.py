@@ -114,10 +114,12 @@ class TrialStep:
     ``wait_s`` bounds the wait for another trial training the same genome.
     """
 
-    def __init__(self, te: TrialEvaluator, *, claims: Any = None, wait_s: float = REUSE_WAIT_S) -> None:
+    def __init__(self, te: TrialEvaluator, *, claims: Any = None, wait_s: float = REUSE_WAIT_S,
+                 fidelity: Any = None) -> None:
         self.te = te
         self.claims = claims
         self.wait_s = wait_s
+        self.fidelity = fidelity  # nas.fidelity.SuccessiveHalving when the study names mo_asha
 
     @property
     def budget(self) -> int:
@@ -134,6 +136,9 @@ class TrialStep:
             return failed(str(e))
         try:
             cand = te.candidate_for(spec)
+            resumes = (getattr(trial, "user_attrs", None) or {}).get(attrs.RESUMES)
+            if resumes is not None:  # an MO-ASHA promotion (nas.fidelity): continue that trial's training
+                cand.resumes = int(resumes)
             record_candidate(trial, cand, te)
             return cand if cand.feasible else self.infeasible(cand)
         except (KeyboardInterrupt, SystemExit):
@@ -150,13 +155,20 @@ class TrialStep:
     def finish(self, cand: Candidate, number: int, study: Any, report: Report | None = None) -> TrialResult:
         """Claim or reuse, then evaluate ``cand`` for trial ``number`` of ``study``."""
         try:
+            resume = None
+            if cand.resumes is not None and self.fidelity is not None:
+                resume = self.fidelity.resume_row({attrs.RESUMES: cand.resumes}, cand.arch_id)
+                if resume is None:
+                    return failed(f"trial {cand.resumes}'s paused training state is gone (continued elsewhere "
+                                  f"or deleted); nothing to continue")
+                return self.evaluate(cand, report, number=number, resume=resume)
             if self.claims is not None:  # the claims table knows who trains which genome
                 prior = claim_or_wait(self.claims, study, cand.arch_id, number, self.wait_s)
             else:
                 prior = find_reusable(study, cand.arch_id, number)
             if prior is not None:
                 return self.reuse(cand, prior)
-            return self.evaluate(cand, report)
+            return self.evaluate(cand, report, number=number)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:  # TrialFailed, NasError, anything the evaluator raised
@@ -169,8 +181,19 @@ class TrialStep:
             return TrialResult(PRUNED, None, {**a, attrs.FAILURE: f"pruned (as trial {prior.number})"})
         return TrialResult(COMPLETE, self.te.values(cand, score_of(prior, self.te.study.evaluator.zero_cost)), a)
 
-    def evaluate(self, cand: Candidate, report: Report | None = None) -> TrialResult:
+    def evaluate(self, cand: Candidate, report: Report | None = None, number: int | None = None,
+                 resume: Any = None) -> TrialResult:
+        """Train or score ``cand``; with MO-ASHA (``self.fidelity``) through the rungs it is
+        promoted at, from ``resume`` (a waiting candidate's ``nas.fidelity.RungRow``) if given."""
         te, budget = self.te, self.budget
+        if self.fidelity is not None and number is not None:
+            out, extra = self.fidelity.train(te, cand, number, resume)
+            a = {**out.attrs, **extra}
+            if out.status in ("ok", "paused"):
+                a.pop(attrs.FAILURE, None)
+                a[attrs.ACCURACY] = out.accuracy
+                return TrialResult(COMPLETE, te.values(cand, out.accuracy), a)
+            return failed(out.reason or "evaluation failed", a)
 
         def on_epoch(epoch: int, acc: float) -> bool:
             if report is None:

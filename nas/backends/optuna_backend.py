@@ -125,6 +125,7 @@ def run_worker(spec: StudySpec, target: int | None, worker: int = 0, heartbeat_s
     import torch
 
     from nas.evaluator import TrialEvaluator
+    from nas.fidelity import fidelity_for
     from nas.store import HEARTBEAT_S, ArchClaims, TrialSlots, open_storage
     from nas.trial import TrialStep, worker_id
 
@@ -132,7 +133,10 @@ def run_worker(spec: StudySpec, target: int | None, worker: int = 0, heartbeat_s
     storage = open_storage(spec.storage, heartbeat_s=heartbeat_s or HEARTBEAT_S)
     study = optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec, worker, target),
                               pruner=make_pruner(spec))
-    step = TrialStep(TrialEvaluator(spec), claims=ArchClaims(storage))
+    fidelity = fidelity_for(spec, storage)
+    if fidelity is not None:
+        fidelity.enqueue_waiting()  # promotions a resumed study or a dead worker left undone
+    step = TrialStep(TrialEvaluator(spec), claims=ArchClaims(storage), fidelity=fidelity)
     callbacks = [_report_failure]
     if progress is not None:
         callbacks.append(lambda s, t: progress.update(s))

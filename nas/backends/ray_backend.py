@@ -40,6 +40,7 @@ def _worker_step(spec: StudySpec) -> tuple[Any, Any]:
     import optuna
 
     from nas.evaluator import TrialEvaluator
+    from nas.fidelity import fidelity_for
     from nas.store import ArchClaims, open_storage
     from nas.trial import TrialStep
 
@@ -49,7 +50,8 @@ def _worker_step(spec: StudySpec) -> tuple[Any, Any]:
 
         torch.set_num_threads(spec.evaluator.threads)
         storage = open_storage(spec.storage, heartbeat_s=None)
-        _STEPS[key] = (TrialStep(TrialEvaluator(spec), claims=ArchClaims(storage)),
+        _STEPS[key] = (TrialStep(TrialEvaluator(spec), claims=ArchClaims(storage),
+                                 fidelity=fidelity_for(spec, storage)),
                        optuna.load_study(study_name=spec.name, storage=storage))
     return _STEPS[key]
 
@@ -128,7 +130,7 @@ def make_scheduler(spec: StudySpec) -> Any:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     f = spec.evaluator.fidelity
-    if f.pruner != "none" and spec.evaluator.kind != "zero_cost":
+    if f.pruner not in ("none", "mo_asha") and spec.evaluator.kind != "zero_cost":  # mo_asha: nas.fidelity
         return ASHAScheduler(time_attr="epoch", metric="accuracy", mode="max", max_t=spec.evaluator.epochs,
                              grace_period=f.min_epochs, reduction_factor=f.reduction_factor)
     return FIFOScheduler()
@@ -194,6 +196,7 @@ def run(spec: StudySpec, *, target: int | None, show_progress: bool = True, hear
 
     from nas.backends.optuna_backend import counted_trials, make_sampler
     from nas.evaluator import TrialEvaluator
+    from nas.fidelity import fidelity_for
     from nas.progress import Progress
     from nas.store import ArchClaims, open_storage
     from nas.trial import TrialStep
@@ -205,6 +208,9 @@ def run(spec: StudySpec, *, target: int | None, show_progress: bool = True, hear
     if remaining == 0:
         return SearchResult(spec.name, spec.storage, done, target)
     step = TrialStep(TrialEvaluator(spec), claims=ArchClaims(storage))
+    fidelity = fidelity_for(spec, storage)
+    if fidelity is not None:
+        fidelity.enqueue_waiting()  # promotions a resumed study or a dead worker left undone
     candidates: dict[int, Any] = {}
     names = spec.objective_names
     modes = ["max" if d == "maximize" else "min" for d in spec.directions]

@@ -82,9 +82,11 @@ def parse_reference(text: str, objectives: list[tuple[str, str]]) -> list[float]
 
 
 def front_report(name: str, url: str, reference: str | None = None) -> dict[str, Any]:
-    """Everything ``nas front`` prints: records, objectives, front, reference point, hypervolume."""
+    """Everything ``nas front`` prints: records, objectives, front, reference point, hypervolume,
+    and ``fidelity`` (``nas.front.Fidelity`` of an MO-ASHA study, else None)."""
     from nas import attrs
     from nas.front import (
+        fidelity_summary,
         hypervolume,
         load_study_attrs,
         load_trials,
@@ -107,6 +109,7 @@ def front_report(name: str, url: str, reference: str | None = None) -> dict[str,
         "hypervolume": hypervolume(records, objectives, ref),
         "hypervolume_normalized": hypervolume(records, objectives, ref, normalize=True),
         "presets": sattrs.get(attrs.STUDY_PRESETS) or {},
+        "fidelity": fidelity_summary(records),
     }
 
 
@@ -138,10 +141,13 @@ def print_front(rep: dict[str, Any], name: str, out: Any = None) -> None:
     front = rep["front"]
     confirmed = rep.get("confirmed_front") or []
     supernet = rep.get("supernet")
+    fid = rep.get("fidelity")
     if not front:
         print("Pareto front: empty (no complete, feasible, full-budget trial yet)", file=out)
     else:
         what = " scored by the supernet (inherited weights)" if supernet or confirmed else ""
+        if fid is not None and fid.budget:
+            what += f", every member trained the full budget of {_epochs(fid.budget)}"
         _print_members(front, objs, f"Pareto front{what}", out)
     if confirmed:
         _print_members(confirmed, objs, "Confirmed front (the supernet front's top members trained stand-alone "
@@ -152,6 +158,8 @@ def print_front(rep: dict[str, Any], name: str, out: Any = None) -> None:
     ref = ", ".join(f"{n} {_fmt_value(n, v)}" for (n, _), v in zip(objs, rep["reference_point"], strict=False))
     print(f"hypervolume: {rep['hypervolume']:.6g} (normalized {rep['hypervolume_normalized']:.4f}) "
           f"for reference point ({ref})", file=out)
+    if fid is not None:
+        print_fidelity(fid, out)
     presets = rep.get("presets") or {}
     if presets:
         parts = []
@@ -162,6 +170,20 @@ def print_front(rep: dict[str, Any], name: str, out: Any = None) -> None:
             parts.append(f"{pname} {format_count(p.get('flops'))} FLOPs, {format_count(p.get('params'))} params{acc}")
         if parts:
             print("presets at this resolution (references): " + "; ".join(parts), file=out)
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
+def print_fidelity(fid: Any, out: Any) -> None:
+    """Two lines for an MO-ASHA study (``nas.front.Fidelity``): who waits at which rung, and
+    the epochs trained against the full budget for every candidate."""
+    waits = ", ".join(f"{n} at {_epochs(rung)}" for rung, n in fid.waiting.items()) or "none"
+    print(f"waiting at rungs: {waits} (MO-ASHA; continued when promoted)", file=out)
+    full = (f" (full budget for all {fid.candidates} candidates would be {fid.full_budget_epochs})"
+            if fid.budget else "")
+    print(f"training compute: {fid.epochs_trained} epochs over {fid.trials} trials{full}", file=out)
 
 
 def _print_members(members: list[Any], objs: list[tuple[str, str]], title: str, out: Any,
@@ -201,7 +223,11 @@ def run(args: argparse.Namespace) -> int:
         _evaluate_presets(name, url, spec)
     rep = front_report(name, url, args.reference)
     if args.json:
-        print(json.dumps([member_json(r) for r in rep["front"] + rep["confirmed_front"]], indent=1))
+        members = [member_json(r) for r in rep["front"] + rep["confirmed_front"]]
+        if rep["fidelity"] is not None:  # the output stays a list of members: each carries the study's summary
+            for m in members:
+                m["fidelity"] = rep["fidelity"].to_json()
+        print(json.dumps(members, indent=1))
     elif args.csv:
         buf = io.StringIO()
         objs = [n for n, _ in rep["objectives"]]

@@ -121,7 +121,7 @@ def search(spec: Any, *, show_progress: bool = True, with_presets: bool = False,
         if spec.timeout_s:
             budget += (" or " if budget else "") + f"{spec.timeout_s:g} s"
         print(f"search {spec.name!r} ({how}; {budget}{resumed}) -> {_short(spec.storage)}", file=out)
-        if spec.evaluator.fidelity.pruner != "none" and not spec.prunes:
+        if spec.evaluator.fidelity.pruner not in ("none", "mo_asha") and not spec.prunes:
             print(f"note: pruner {spec.evaluator.fidelity.pruner!r} ignored: Optuna prunes single-objective studies "
                   "only (use objectives = [\"accuracy\"] with caps, or the ray backend's ASHA)", file=out)
         if spec.backend == "ray":

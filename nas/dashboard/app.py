@@ -192,6 +192,8 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
             ], id="detail"),
             # a sentence, not empty axes, until each view's data arrives
             dcc.Graph(id="hv", figure=FIG.message_figure("computing the hypervolume ...", height=250)),
+            # MO-ASHA studies only: hypervolume over the epochs trained
+            html.Div(dcc.Graph(id="hv-compute"), id="hv-compute-box", style=HIDDEN),
             dcc.Graph(id="composition", figure=FIG.message_figure("counting what the front is made of ...", height=250)),
             dcc.Graph(id="importance", figure=FIG.message_figure("computing feature importance (fANOVA) ...",
                                                                  height=250)),
@@ -248,7 +250,8 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
         return options, names
 
     @app.callback(Output("pareto", "figure"), Output("pareto3d", "figure"), Output("pareto3d-box", "style"),
-                  Output("hv", "figure"), Output("composition", "figure"), Output("status", "children"),
+                  Output("hv", "figure"), Output("hv-compute", "figure"), Output("hv-compute-box", "style"),
+                  Output("composition", "figure"), Output("status", "children"),
                   Output("studies", "children"), Input("version", "data"), Input("x-axis", "value"), Input("y-axis", "value"), Input("refs", "value"),
                   State("study", "value"))
     def draw(_version, x, y, refs, name):
@@ -256,12 +259,12 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
             data = get_data(name)
         except D.StoreError as e:
             msg = FIG.message_figure(str(e))
-            return msg, msg, {"display": "none"}, msg, msg, str(e), dash.no_update
+            return msg, msg, HIDDEN, msg, msg, HIDDEN, msg, str(e), dash.no_update
         chips = study_chips(state.studies())  # every study in the store, kept current
         n = len(data.rows)
         if n == 0:
             msg = FIG.message_figure(f"study {name!r} has no trials yet; this page updates as they arrive")
-            return msg, msg, {"display": "none"}, msg, msg, f"{name}: no trials yet", chips
+            return msg, msg, HIDDEN, msg, msg, HIDDEN, msg, f"{name}: no trials yet", chips
         built = build_views(data, x, y, D.cached_reference_points(data.info, data.records, refs or []))
         hidden = {} if built["pareto3d"] is not None else {"display": "none"}
         counts = {}
@@ -269,8 +272,9 @@ def create_app(storage_url: str, *, study: str | None = None, references: list[s
             counts[r["category"]] = counts.get(r["category"], 0) + 1
         status = (f"{name}: {n} trials; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
                   + f"; updated {time.strftime('%H:%M:%S')}")
+        hc = built["hv_compute"]
         return (built["pareto"], built["pareto3d"] or FIG.message_figure(""), hidden, built["hv"],
-                built["composition"], status, chips)
+                hc or FIG.message_figure(""), {} if hc is not None else HIDDEN, built["composition"], status, chips)
 
     # after the front is drawn (its status line changes), not alongside: it is the slowest view
     @app.callback(Output("importance", "figure"), Input("status", "children"), State("study", "value"))
@@ -368,6 +372,8 @@ def build_views(data: D.StudyData, x: str, y: str, refs: list[dict[str, Any]]) -
                                       title=f"{data.info.name}: {D.AXIS_LABELS.get(y, y)} vs {D.AXIS_LABELS.get(x, x)}")
     out["pareto3d"] = FIG.pareto3d_figure(data.rows, names) if len(names) == 3 else None
     out["hv"] = FIG.hypervolume_figure(D.hypervolume_history(data))
+    hc = D.hypervolume_over_compute(data)  # None unless the study ran MO-ASHA
+    out["hv_compute"] = FIG.hypervolume_compute_figure(hc) if hc is not None else None
     out["composition"] = FIG.composition_figure(D.composition(data))
     return out
 

@@ -3,8 +3,8 @@
 It is split along its seams; each name lives in one module:
 
 - ``nas.dashboard.store``: the read-only store reader (``Store``, ``StudyInfo``, ``StoreError``);
-- ``nas.dashboard.views``: records -> view models (rows, fronts, hypervolume, composition,
-  architecture detail);
+- ``nas.dashboard.views``: records -> view models (rows, fronts, hypervolume over trials, time
+  and training compute, composition, architecture detail);
 - ``nas.dashboard.importance``: fANOVA importance over genome features;
 - ``nas.dashboard.profile``: per-stage costs and latency, through ``evaluators``;
 - ``nas.dashboard.references``: presets and timm models on the study's axes, costs cached on disk.
@@ -48,6 +48,7 @@ from nas.dashboard.views import (
     front_2d,
     genome_facets,
     hypervolume_history,
+    hypervolume_over_compute,
     load_study_data,
     metric,
     reference_point,
@@ -57,7 +58,7 @@ from nas.dashboard.views import (
 __all__ = [
     "AXES", "AXIS_LABELS", "COMPOSITION_FACETS", "DEFAULT_REFERENCE_COUNT", "DEFAULT_TIMM_REFERENCES", "Store", "StoreError", "StudyData",
     "StudyInfo", "architecture", "cached_reference_count", "cached_reference_points", "composition", "default_references", "feasibility",
-    "front_2d", "genome_facets", "genome_features", "hypervolume_history", "load_study_data", "load_trials_optuna", "metric",
+    "front_2d", "genome_facets", "genome_features", "hypervolume_history", "hypervolume_over_compute", "load_study_data", "load_trials_optuna", "metric",
     "param_importance", "read_only_url", "redact", "reference_cache_path", "reference_candidates", "reference_cost", "reference_point",
     "reference_points", "study_budget_flops", "warm_references",
     "stage_costs", "stage_latency", "trial_rows", "_as_dt", "_first_line",

@@ -29,6 +29,8 @@ CATEGORY_STYLE: dict[str, dict[str, Any]] = {
     "confirmed_dominated": {"color": "#98df8a", "size": 8, "symbol": "diamond-open",
                             "name": "confirmed, dominated (stand-alone)"},
 }
+# MO-ASHA candidates paused at a rung (values at the rung, not the budget): faint, never front-like
+WAITING_STYLE: dict[str, Any] = {"color": "#b0b0b0", "size": 5, "symbol": "square-open", "opacity": 0.55}
 MIXER_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                 "#bcbd22", "#17becf"]
 
@@ -57,18 +59,42 @@ def _fmt(name: str, v: Any) -> str:
 
 
 def _hover(r: dict[str, Any], names: Sequence[str]) -> str:
-    parts = [f"trial {r['number']} ({r['category']})"]
+    what = r["category"]
+    if r.get("rung") is not None:
+        what = f"waiting at a rung: values after {_epochs(r['rung'])}" + \
+            (f" of {r['epoch_budget']}" if r.get("epoch_budget") else "")
+    parts = [f"trial {r['number']} ({what})"]
     parts += [f"{n}: {_fmt(n, r.get(n))}" for n in names]
     if r.get("summary"):
         parts.append(r["summary"])
     return "<br>".join(parts)
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
+def waiting_by_rung(rows: Sequence[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """Rows of MO-ASHA candidates waiting at a rung, by rung (epochs), lowest rung first."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["category"] == "waiting":
+            out.setdefault(int(r["rung"]), []).append(r)
+    return dict(sorted(out.items()))
+
+
+def waiting_name(rung: int, n: int) -> str:
+    """Legend name of the trace of candidates waiting at ``rung`` epochs."""
+    return f"waiting at a rung ({_epochs(rung)}; values at the rung) ({n})"
+
+
 def pareto_figure(rows: Sequence[dict[str, Any]], front2d: Sequence[dict[str, Any]], x: str, y: str, *,
                   references: Sequence[dict[str, Any]] = (), title: str = "") -> go.Figure:
     """2D front: front members, dominated, not eligible and infeasible trials told apart; the
     pair's own front drawn as a staircase line; reference models on the same axes (with no
-    accuracy, a model on an accuracy plot is a dashed line at its cost)."""
+    accuracy, a model on an accuracy plot is a dashed line at its cost). MO-ASHA candidates
+    waiting at a rung get one faint trace per rung (``meta.category == "waiting"``), drawn first
+    so everything else lies above them."""
     # over-budget trials were not trained: on an accuracy axis they sit on a rug below the rest
     accs = [r["accuracy"] for r in rows if _num(r.get("accuracy"))]
     floor = (min(accs) - 0.04 * ((max(accs) - min(accs)) or 1.0)) if accs else 0.0
@@ -80,8 +106,18 @@ def pareto_figure(rows: Sequence[dict[str, Any]], front2d: Sequence[dict[str, An
         return floor if k == "accuracy" and r["category"] == "infeasible" else None
 
     pts = [r for r in rows if r["category"] in CATEGORY_STYLE and coord(r, x) is not None and coord(r, y) is not None]
-    Scatter = _scatter_cls(len(pts))
+    waits = {k: [r for r in sub if coord(r, x) is not None and coord(r, y) is not None]
+             for k, sub in waiting_by_rung(rows).items()}
+    Scatter = _scatter_cls(len(pts) + sum(len(v) for v in waits.values()))
     fig = go.Figure()
+    for rung, sub in waits.items():
+        fig.add_trace(Scatter(
+            x=[coord(r, x) for r in sub], y=[coord(r, y) for r in sub], mode="markers",
+            name=waiting_name(rung, len(sub)), customdata=[r["number"] for r in sub],
+            hovertext=[_hover(r, (x, y)) for r in sub], hoverinfo="text", opacity=WAITING_STYLE["opacity"],
+            marker={"color": WAITING_STYLE["color"], "size": WAITING_STYLE["size"], "symbol": WAITING_STYLE["symbol"]},
+            meta={"category": "waiting", "rung": rung},
+        ))
     for cat, style in CATEGORY_STYLE.items():
         sub = [r for r in pts if r["category"] == cat]
         fig.add_trace(Scatter(
@@ -212,6 +248,13 @@ def pareto3d_figure(rows: Sequence[dict[str, Any]], axes: Sequence[str]) -> go.F
     """The 3D front for three objectives (front members in red, the rest faint)."""
     a, b, c = axes
     fig = go.Figure()
+    for rung, sub in waiting_by_rung(rows).items():
+        sub = [r for r in sub if all(_num(r.get(k)) for k in axes)]
+        fig.add_trace(go.Scatter3d(
+            x=[r[a] for r in sub], y=[r[b] for r in sub], z=[r[c] for r in sub], mode="markers",
+            name=waiting_name(rung, len(sub)), customdata=[r["number"] for r in sub],
+            hovertext=[_hover(r, axes) for r in sub], hoverinfo="text", meta={"category": "waiting", "rung": rung},
+            marker={"color": WAITING_STYLE["color"], "size": 2, "opacity": 0.25}))
     for cat, style in CATEGORY_STYLE.items():
         sub = [r for r in rows if r["category"] == cat and all(_num(r.get(k)) for k in axes)]
         fig.add_trace(go.Scatter3d(
@@ -242,6 +285,35 @@ def hypervolume_figure(hv: dict[str, Any]) -> go.Figure:
     fig.update_layout(template="plotly_white", height=330, showlegend=False,
                       title=f"Hypervolume (reference point {[float(f'{v:.4g}') for v in ref] if ref else '-'})",
                       margin={"l": 60, "r": 20, "t": 60, "b": 40})
+    return fig
+
+
+def hypervolume_compute_figure(hc: dict[str, Any]) -> go.Figure:
+    """Hypervolume of the full-budget front against the epochs trained so far (an MO-ASHA study,
+    ``nas.dashboard.views.hypervolume_over_compute``); a dotted line marks what training every
+    candidate to the full budget would have cost."""
+    pts = hc.get("points") or []
+    fig = go.Figure(go.Scatter(x=[p["epochs"] for p in pts], y=[p["hypervolume"] for p in pts], mode="lines",
+                               line={"shape": "hv", "color": "#d62728"}, name="hypervolume",
+                               customdata=[p["trial"] for p in pts],
+                               hovertemplate="after trial %{customdata}: %{x} epochs, hypervolume %{y:.4g}"
+                                             "<extra></extra>"))
+    full = hc.get("full_budget_epochs")
+    if full:
+        fig.add_vline(x=full, line={"dash": "dot", "color": "#7f7f7f", "width": 1.5})
+        fig.add_annotation(x=full, y=1, xref="x", yref="paper", showarrow=False, xanchor="right", yanchor="top",
+                           text=f"full budget for all {hc.get('candidates')} candidates: {full} epochs",
+                           font={"size": 10, "color": "#555"})
+    waits = ", ".join(f"{n} at {_epochs(k)}" for k, n in (hc.get("waiting") or {}).items()) or "none"
+    ref = hc.get("reference_point")
+    fig.update_layout(template="plotly_white", height=330, showlegend=False,
+                      title=f"Hypervolume over training compute (MO-ASHA)<br><sup>{hc.get('epochs_trained')} epochs "
+                            f"trained; waiting at rungs: {waits}; reference point "
+                            f"{[float(f'{v:.4g}') for v in ref] if ref else '-'}</sup>",
+                      xaxis_title="epochs trained, all trials together", yaxis_title="hypervolume (full-budget front)",
+                      margin={"l": 60, "r": 20, "t": 60, "b": 40})
+    if full:
+        fig.update_xaxes(range=[0, 1.02 * max(full, pts[-1]["epochs"] if pts else 0)])
     return fig
 
 

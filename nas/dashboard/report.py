@@ -41,7 +41,10 @@ def build_report(storage_url: str, study: str, out: str | Path, *, x: str = "flo
                                                           references=refs)))
     if views["pareto3d"] is not None:
         figs.append(("3D front", views["pareto3d"]))
-    figs += [("Hypervolume", views["hv"]), ("Front composition", views["composition"]),
+    figs.append(("Hypervolume", views["hv"]))
+    if views["hv_compute"] is not None:
+        figs.append(("Hypervolume over training compute", views["hv_compute"]))
+    figs += [("Front composition", views["composition"]),
              ("Feature importance", FIG.importance_figure(D.param_importance(data, max_trials=500)))]
     front_recs = [data.record(n) for n in data.front][:details]
     for rec in front_recs:

@@ -1,6 +1,6 @@
 """The dashboard's view models: records -> what the page shows (rows, fronts, hypervolume over
-time, composition, one architecture's detail; parameter importance is
-``nas.dashboard.importance``). No store access, no drawing.
+time and, for MO-ASHA studies, over training compute, composition, one architecture's detail;
+parameter importance is ``nas.dashboard.importance``). No store access, no drawing.
 
 The front, its hypervolume and the eligibility rules (COMPLETE, feasible, full budget, one per
 genome) are ``nas.front``'s; this module adds what the dashboard shows around them.
@@ -112,9 +112,12 @@ class StudyData:
 def trial_rows(records: Sequence[F.TrialRecord], objectives: Sequence[tuple[str, str]],
                front_numbers: set[int], study_start: _dt.datetime | None = None) -> list[dict[str, Any]]:
     """One JSON-friendly row per trial with its category: ``front``, ``dominated`` (feasible,
-    complete, not on the front), ``infeasible``, ``running``, ``pruned``, ``failed``, or
-    ``excluded`` (complete and feasible but not eligible: stopped early or a repeated genome)."""
+    complete, not on the front), ``infeasible``, ``running``, ``pruned``, ``failed``,
+    ``waiting`` (MO-ASHA: paused at a rung, not continued yet; its values and ``epochs`` are the
+    rung's, ``rung`` says which) or ``excluded`` (complete and feasible but not eligible: stopped
+    early, a paused candidate since continued, or a repeated genome)."""
     eligible = {r.number for r in F.eligible(records, objectives)}
+    waiting = F.waiting_trials(records)
     confirmed = {r.number for r in F.pareto_front(records, objectives, stage="confirmed")}
     out = []
     for r in records:
@@ -124,7 +127,8 @@ def trial_rows(records: Sequence[F.TrialRecord], objectives: Sequence[tuple[str,
         elif r.state == "COMPLETE" and r.stage == "confirmed":  # a supernet front member trained stand-alone
             cat = "confirmed" if r.number in confirmed else "confirmed_dominated"
         elif r.state == "COMPLETE":
-            cat = "front" if r.number in front_numbers else ("dominated" if r.number in eligible else "excluded")
+            cat = "front" if r.number in front_numbers else ("dominated" if r.number in eligible else
+                                                             "waiting" if r.number in waiting else "excluded")
         else:
             cat = {"RUNNING": "running", "WAITING": "running", "PRUNED": "pruned", "FAIL": "failed"}.get(r.state,
                                                                                                         r.state.lower())
@@ -144,6 +148,8 @@ def trial_rows(records: Sequence[F.TrialRecord], objectives: Sequence[tuple[str,
             "epochs": r.epochs, "elapsed_s": (done - study_start).total_seconds() if done and study_start else None,
             "complete": r.datetime_complete, "failure": r.failure, "stage": r.stage,
         }
+        if r.number in waiting:
+            row["rung"], row["epoch_budget"] = waiting[r.number], r.epoch_budget
         for name, _ in objectives:
             if name not in row:
                 row[name] = r.metric(name)
@@ -220,12 +226,45 @@ def _hv_sweep(records: Sequence[F.TrialRecord], objs: Sequence[tuple[str, str]],
     hv = 0.0
     out = []
     for r in records:
-        p = tuple(-r.metric(n) if d == "maximize" else r.metric(n) for n, d in objs)
-        if not any(all(a <= b for a, b in zip(q, p)) for q in front):
-            front = [q for q in front if not all(a <= b for a, b in zip(p, q))] + [p]
-            hv = F.hypervolume_points(front, ref_min)
+        front, hv = _hv_add(front, hv, r, objs, ref_min)
         out.append({"trial": r.number, "hypervolume": hv, "complete": r.datetime_complete})
     return out
+
+
+def _hv_add(front: list[tuple[float, ...]], hv: float, r: F.TrialRecord, objs: Sequence[tuple[str, str]],
+            ref_min: Sequence[float]) -> tuple[list[tuple[float, ...]], float]:
+    """The front (minimisation points) and its hypervolume after adding eligible record ``r``."""
+    p = tuple(-r.metric(n) if d == "maximize" else r.metric(n) for n, d in objs)
+    if any(all(a <= b for a, b in zip(q, p)) for q in front):
+        return front, hv
+    front = [q for q in front if not all(a <= b for a, b in zip(p, q))] + [p]
+    return front, F.hypervolume_points(front, ref_min)
+
+
+def hypervolume_over_compute(data: StudyData) -> dict[str, Any] | None:
+    """For an MO-ASHA study: the hypervolume of the full-budget front after each finished trial
+    against the epochs trained so far (``nas.fidelity.cumulative_compute``: a continuation counts
+    only the epochs it trained itself), with the study's reference point; None for any other
+    study. ``points``: ``{"trial", "epochs", "hypervolume"}`` in completion order;
+    ``epochs_trained`` / ``full_budget_epochs`` as ``nas.front.Fidelity`` counts them."""
+    fid = F.fidelity_summary(data.records)
+    if fid is None:
+        return None
+    from nas.fidelity import cumulative_compute
+
+    objs = data.objectives
+    ref = reference_point(data)
+    ref_min = [-v if d == "maximize" else v for v, (_, d) in zip(ref, objs)]
+    elig = {r.number for r in F.eligible(data.records, objs)}
+    front: list[tuple[float, ...]] = []
+    hv, points = 0.0, []
+    for number, epochs in cumulative_compute(data.records):
+        if number in elig:
+            front, hv = _hv_add(front, hv, data.record(number), objs, ref_min)
+        points.append({"trial": number, "epochs": epochs, "hypervolume": hv})
+    return {"points": points, "reference_point": ref, "epochs_trained": fid.epochs_trained,
+            "full_budget_epochs": fid.full_budget_epochs, "candidates": fid.candidates, "budget": fid.budget,
+            "waiting": fid.waiting}
 
 
 COMPOSITION_FACETS = ("mixer", "pos", "stem", "shape")

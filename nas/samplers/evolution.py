@@ -36,9 +36,10 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import TrialState
 
 from nas import attrs
-from nas.optuna_internals import set_trial_system_attrs
+from nas.optuna_internals import enqueued_params, set_trial_system_attrs
 from nas.samplers import trial_seed
 from nas.samplers.genome_ops import Dist, GenomeOps, Plan
+from nas.samplers.selection import fidelity_level
 from nas.space import InvalidCandidate, SearchSpace, num_classes_for
 from nas.study import StudySpec
 from search_space.genome import ArchSpec
@@ -139,6 +140,13 @@ class EvolutionSampler(BaseSampler):
 
     def before_trial(self, study: Any, trial: Any) -> None:
         t0 = time.perf_counter()
+        fixed = enqueued_params(trial)
+        if fixed:  # an enqueued trial (e.g. an MO-ASHA promotion, nas.fidelity): its genome is given
+            self._plans[trial.number] = fixed
+            origin = f"continues {trial.user_attrs[attrs.RESUMES]}" if attrs.RESUMES in trial.user_attrs else "enqueued"
+            set_trial_system_attrs(study, trial, {PLAN_KEY: fixed, ORIGIN_KEY: origin})
+            self.timings.append(time.perf_counter() - t0)
+            return
         exclude: set[str] = set()
         for _ in range(3):
             plan, spec, origin = self.propose(study, trial.number, exclude=exclude)
@@ -218,8 +226,13 @@ class EvolutionSampler(BaseSampler):
             if t.state != TrialState.COMPLETE:
                 continue
             m = self._member(t, ops)
-            if m is None or any(p.spec.arch_id == m.spec.arch_id for p in self._population):
+            if m is None:
                 continue
+            same = [p for p in self._population if p.spec.arch_id == m.spec.arch_id]
+            if same:  # one member per genome: its highest-fidelity result (an MO-ASHA continuation)
+                if fidelity_level(m.trial) <= fidelity_level(same[0].trial):
+                    continue
+                self._population = [p for p in self._population if p is not same[0]]
             self._population = self._survive(self._population + [m], study.directions)
         have = {m.spec.arch_id for m in self._population}
         pool = list(self._population)

@@ -10,26 +10,44 @@ Pareto dominance). Optuna exposes them only in private modules, reached through
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from typing import Any
 
+from nas import attrs
 from nas.optuna_internals import constrained_fronts, crowding_distance
+
+
+def fidelity_level(t: Any) -> float:
+    """How far a trial's values can be trusted, for ranking: a full-budget result is ``inf``, a
+    candidate waiting at an MO-ASHA rung (``nas.fidelity``) its rung's epochs, and an infeasible
+    (never trained) one -1."""
+    if t.user_attrs.get(attrs.FEASIBLE) is False:
+        return -1.0
+    rung = t.user_attrs.get(attrs.PAUSED_AT)
+    return math.inf if rung is None else float(rung)
 
 
 def rank_and_crowding(trials: Sequence[Any], directions: Sequence[Any]) -> dict[int, tuple[int, float]]:
     """Trial number -> (constrained non-domination rank, crowding distance within its front).
 
     ``trials`` are finished Optuna ``FrozenTrial`` objects with values (COMPLETE); rank 0 is the
-    best front.
+    best front. Trials are ranked by ``fidelity_level`` first: every front of full-budget
+    results comes before the fronts of candidates measured at a rung (higher rungs first), and
+    those before the infeasible ones.
     """
     trials = sorted(trials, key=lambda t: t.number)
-    fronts = constrained_fronts(list(trials), list(directions))
     out: dict[int, tuple[int, float]] = {}
-    for r, front in enumerate(fronts):
-        dist = crowding_distance(list(front))
-        for t in front:
-            out[t.number] = (r, dist[t.number])
+    offset = 0
+    for level in sorted({fidelity_level(t) for t in trials}, reverse=True):
+        group = [t for t in trials if fidelity_level(t) == level]
+        fronts = constrained_fronts(group, list(directions))
+        for r, front in enumerate(fronts):
+            dist = crowding_distance(list(front))
+            for t in front:
+                out[t.number] = (offset + r, dist[t.number])
+        offset += len(fronts)
     return out
 
 

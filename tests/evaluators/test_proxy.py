@@ -11,7 +11,7 @@ from evaluators.proxy import DeviceBatches, ProxyConfig, ProxyTrainer, StopTrain
 from nas import attrs
 from nas.errors import NasError
 from search_space import build_model
-from search_space.genome import ArchSpec, StageSpec, StemSpec
+from search_space.genome import ArchSpec, HeadSpec, StageSpec, StemSpec
 
 
 @pytest.fixture(scope="module")
@@ -266,3 +266,127 @@ def test_zero_cost_proxies_refuse_non_finite_models(data):
     with pytest.raises(Diverged, match="16 of the model's logits on the batch are non-finite"):
         zero_cost_scores(EvalInf(tiny_model()), x, y, proxies=["naswot"])
     assert all(torch.isfinite(torch.tensor(v)) for v in zero_cost_scores(tiny_model(), x, y).values())
+
+
+# --- pause and resume (multi-fidelity rungs) ---------------------------------------------------
+PR_CFG = ProxyConfig(epochs=5, batch_size=64, device="cpu", count_flops=False)  # 4 steps per epoch
+
+
+def dp_model(seed: int = 0) -> nn.Module:
+    """Two attention blocks with drop-path and a head with dropout: training draws from torch's
+    global RNG, so a resume must restore it, not re-seed it."""
+    torch.manual_seed(seed)
+    spec = ArchSpec(stem=StemSpec("patchify", 4),
+                    stages=(StageSpec(depth=2, dim=32, mixer="attention", mixer_knobs={"num_heads": 2}, pos="abs"),),
+                    head=HeadSpec(drop_rate=0.2), num_classes=10, img_size=16)
+    return build_model(spec, drop_path_rate=0.3)
+
+
+def assert_same_run(a, model_a: nn.Module, b, model_b: nn.Module) -> None:
+    assert (a.status, a.epochs, a.steps, a.images) == (b.status, b.epochs, b.steps, b.images)
+    assert a.accuracy_per_epoch == b.accuracy_per_epoch and a.loss_per_epoch == b.loss_per_epoch
+    assert a.train_loss_per_epoch == b.train_loss_per_epoch and (a.accuracy, a.loss) == (b.accuracy, b.loss)
+    sa, sb = model_a.state_dict(), model_b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def straight(data):
+    """An uninterrupted 5-epoch run: (result, trained model)."""
+    model = dp_model()
+    return ProxyTrainer(PR_CFG).fit(model, data), model
+
+
+@pytest.fixture(scope="module")
+def paused2(data):
+    return ProxyTrainer(PR_CFG).fit(dp_model(), data, pause_at=2)
+
+
+@pytest.mark.parametrize("pause_at", [1, 2, 3, 4])
+def test_pause_then_resume_equals_an_uninterrupted_run(data, straight, pause_at, tmp_path):
+    ref, ref_model = straight
+    p = ProxyTrainer(PR_CFG).fit(dp_model(), data, pause_at=pause_at)
+    assert p.status == "paused" and p.reason == f"paused after epoch {pause_at}" and not p.ok
+    assert p.epochs == pause_at and p.steps == 4 * pause_at and p.epoch_budget == 5
+    assert p.accuracy_per_epoch == ref.accuracy_per_epoch[:pause_at]
+    assert set(p.state) == {"version", "fingerprint", "device_type", "epoch", "step", "model", "optimizer",
+                            "scheduler", "gen", "rng", "history", "flops_per_image"}
+    assert "state" not in p.to_dict() and "state" not in repr(p)
+    torch.save(p.state, tmp_path / "paused.pt")
+    state = torch.load(tmp_path / "paused.pt", weights_only=True)  # tensors, dicts, lists and numbers only
+    seen = []
+    model = dp_model()
+    r = ProxyTrainer(PR_CFG).fit(model, data, on_epoch=lambda e, a, loss: seen.append(e), resume=state)
+    assert seen == list(range(pause_at + 1, 6)) and r.state is None
+    assert_same_run(r, model, ref, ref_model)
+    assert r.wall_time_s > p.wall_time_s and r.train_time_s > p.train_time_s and r.eval_time_s > p.eval_time_s
+
+
+def test_a_chain_of_pauses_equals_an_uninterrupted_run(data, straight):
+    ref, ref_model = straight
+    a = ProxyTrainer(PR_CFG).fit(dp_model(), data, pause_at=1)
+    b = ProxyTrainer(PR_CFG).fit(dp_model(seed=7), data, resume=a.state, pause_at=3)  # the init is overwritten
+    assert b.status == "paused" and b.epochs == 3 and b.accuracy_per_epoch == ref.accuracy_per_epoch[:3]
+    model = dp_model(seed=8)
+    c = ProxyTrainer(PR_CFG).fit(model, data, resume=b.state)
+    assert c.status == "ok" and c.state is None
+    assert_same_run(c, model, ref, ref_model)
+
+
+def test_resume_restores_the_global_rng_and_the_data_order(data, straight, paused2):
+    """The test model draws from the global RNG (drop-path, dropout): a re-seeded RNG or data
+    generator gives another run, so the equality above does check both restores."""
+    ref, _ = straight
+    reseeded = torch.Generator().manual_seed(0).get_state()
+    for key, value in (("rng", {"cpu": reseeded}), ("gen", reseeded)):
+        r = ProxyTrainer(PR_CFG).fit(dp_model(), data, resume={**paused2.state, key: value})
+        assert r.status == "ok" and r.accuracy_per_epoch[:2] == ref.accuracy_per_epoch[:2]
+        assert r.train_loss_per_epoch[2:] != ref.train_loss_per_epoch[2:], key
+
+
+def test_resume_of_another_run_is_an_error(data, paused2):
+    state = paused2.state
+    others = [ProxyConfig(epochs=6, batch_size=64, device="cpu", count_flops=False),
+              ProxyConfig(epochs=5, batch_size=32, device="cpu", count_flops=False),
+              ProxyConfig(epochs=5, batch_size=64, device="cpu", count_flops=False, lr=1e-3),
+              ProxyConfig(epochs=5, batch_size=64, device="cpu", count_flops=False, seed=1),
+              ProxyConfig(steps=20, batch_size=64, device="cpu", count_flops=False, warmup_frac=0.2)]
+    for cfg in others:
+        with pytest.raises(NasError, match=r"resume state was made by another run \(.+\); resume with the paused"):
+            ProxyTrainer(cfg).fit(dp_model(), data, resume=state)
+    small = load_dataset(DataSpec(img_size=16, subset=200, val_size=128))
+    with pytest.raises(NasError, match="n_train 256 -> 200"):
+        ProxyTrainer(PR_CFG).fit(dp_model(), small, resume=state)
+    with pytest.raises(NasError, match="does not fit this model"):
+        ProxyTrainer(PR_CFG).fit(tiny_model(), data, resume=state)
+    with pytest.raises(NasError, match="not a paused ProxyResult.state"):
+        ProxyTrainer(PR_CFG).fit(dp_model(), data, resume={"model": state["model"]})
+    with pytest.raises(ValueError, match="pause_at must be a 1-based epoch"):
+        ProxyTrainer(PR_CFG).fit(dp_model(), data, pause_at=0)
+    with pytest.raises(ValueError, match="pause_at 2 is not after epoch 2"):
+        ProxyTrainer(PR_CFG).fit(dp_model(), data, resume=state, pause_at=2)
+    with pytest.raises(NasError) as err:
+        ProxyTrainer(others[1]).fit(dp_model(), data, resume=state)
+    assert "\n" not in str(err.value) and "batch_size 64 -> 32" in str(err.value)
+
+
+def test_pause_at_or_past_the_budget_just_finishes(data, straight):
+    ref, _ = straight
+    for pause_at in (5, 9):
+        r = ProxyTrainer(PR_CFG).fit(dp_model(), data, pause_at=pause_at)
+        assert r.status == "ok" and r.reason is None and r.state is None
+        assert r.accuracy_per_epoch == ref.accuracy_per_epoch
+    r = ProxyTrainer(ProxyConfig(steps=6, batch_size=64, device="cpu", count_flops=False)).fit(
+        dp_model(), data, pause_at=2)  # a step budget: epoch 2 is its last (partial) epoch
+    assert r.status == "ok" and r.steps == 6 and r.state is None
+
+
+def test_a_callback_stop_wins_over_the_pause(data):
+    r = ProxyTrainer(PR_CFG).fit(dp_model(), data, on_epoch=lambda e, a, loss: e == 2, pause_at=2)
+    assert r.status == "stopped" and r.epochs == 2 and r.state is None
+
+    def prune(e, a, _loss):
+        raise StopTraining("pruned at the rung")
+
+    r = ProxyTrainer(PR_CFG).fit(dp_model(), data, on_epoch=prune, pause_at=1)
+    assert r.status == "stopped" and r.reason == "pruned at the rung" and r.state is None
