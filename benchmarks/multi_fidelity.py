@@ -24,7 +24,7 @@ full run's final HV, divided by the full run's epochs; a seed that never reaches
 budget counts as not reached), ``final_hv_ratio`` (median of MF HV / full HV at the MF run's
 final compute), ``seeds``.
 
-    python benchmarks/multi_fidelity.py --seeds 0,3,2 --table benchmarks/results/real_table.json \\
+    python benchmarks/multi_fidelity.py --seeds 0,3,2 --table benchmarks/results/digit_pairs_table.json \\
         --out benchmarks/results/multi_fidelity.json
 """
 
@@ -68,11 +68,13 @@ def hv_at(tr: list, bounds: tuple, compute: float) -> float:
     return hv_points([(n, a, f) for n, a, f, c in tr if a is not None and c <= compute], bounds)
 
 
-def run_full(base: Any, seed: int, trials: int) -> Any:
+def run_full(base: Any, seed: int, trials: int, budget: int) -> Any:
+    """The first ``trials`` trials of a ``budget``-trial full-fidelity search (the sampler sizes
+    itself by the budget: the same trials as search_efficiency.py's evolution run at this seed)."""
     from nas.backends.optuna_backend import run_worker
     from nas.commands.search import prepare
 
-    spec = base.replace(name=f"full_s{seed}", sampler="evolution", seed=seed, trials=trials)
+    spec = base.replace(name=f"full_s{seed}", sampler="evolution", seed=seed, trials=budget)
     prepare(spec, heartbeat_s=None)
     run_worker(spec, trials)
     return spec
@@ -83,7 +85,7 @@ def run_mf(base: Any, seed: int, trials: int, budget_epochs: int, min_epochs: in
     from nas.commands.search import prepare
 
     f = dataclasses.replace(base.evaluator.fidelity, pruner="mo_asha", min_epochs=min_epochs, reduction_factor=eta)
-    # trials = the full run's count, so the sampler is configured alike; the loop runs past it
+    # trials = the full run's budget, so the sampler is configured alike; the loop runs past it
     spec = base.replace(name=f"mf_s{seed}", sampler="evolution", seed=seed, trials=trials,
                         evaluator=dataclasses.replace(base.evaluator, fidelity=f))
     prepare(spec, heartbeat_s=None)
@@ -101,14 +103,27 @@ def run_mf(base: Any, seed: int, trials: int, budget_epochs: int, min_epochs: in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--full-trials", type=int, default=100)
+    ap.add_argument("--full-trials", type=int, default=50, help="trials of the full-fidelity run")
+    ap.add_argument("--budget", type=int, default=100,
+                    help="the study files' trials (sizes the sampler): the runs are its first trials")
     ap.add_argument("--mf-share", type=float, default=0.5, help="MF compute budget as a share of the full run's")
     ap.add_argument("--min-epochs", type=int, default=1)
     ap.add_argument("--eta", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=5, help="MF trials between compute checks")
     ap.add_argument("--table", default=None, help="the arch_id -> result table shared with search_efficiency.py")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--merge", nargs="+", metavar="JSON", default=None,
+                    help="no runs: recompute the summary over the runs of these earlier outputs together "
+                         "(one normalisation box, as if run at once)")
     args = ap.parse_args()
+    t0 = time.time()
+    if args.merge:
+        docs = [json.loads(Path(f).read_text()) for f in args.merge]
+        runs = [{k: r[k] for k in ("seed", "full", "mf", "mf_segments_trained", "mf_epochs_trained_for_real")}
+                for d in docs for r in d["rows"]]
+        settings = {k: docs[0]["summary"][k] for k in ("mf_budget_share", "full_trials", "budget", "rungs")}
+        report(runs, settings, t0, args.out, merged=[d["command"] for d in docs])
+        return
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="nas-mf-"))
@@ -118,18 +133,24 @@ def main() -> None:
     t0 = time.time()
     runs = []
     for seed in seeds:
-        full = run_full(base, seed, args.full_trials)
+        full = run_full(base, seed, args.full_trials, args.budget)
         tf = trace(full)
         budget = math.ceil(args.mf_share * tf[-1][3])
         seg0, ep0 = table.segments_trained, table.segment_epochs
-        mf = run_mf(base, seed, args.full_trials, budget, args.min_epochs, args.eta, args.chunk)
+        mf = run_mf(base, seed, args.budget, budget, args.min_epochs, args.eta, args.chunk)
         tm = trace(mf)
         runs.append({"seed": seed, "full": tf, "mf": tm, "mf_segments_trained": table.segments_trained - seg0,
                      "mf_epochs_trained_for_real": table.segment_epochs - ep0})
         print(f"seed {seed}: full {len(tf)} trials, {tf[-1][3]} epochs; mf {len(tm)} trials, {tm[-1][3]} epochs "
               f"({table.segments_trained - seg0} segments trained, {table.segment_epochs - ep0} epochs for real)",
               flush=True)
+    report(runs, {"mf_budget_share": args.mf_share, "full_trials": args.full_trials, "budget": args.budget,
+                  "rungs": {"min_epochs": args.min_epochs, "eta": args.eta}}, t0, args.out)
 
+
+def report(runs: list[dict[str, Any]], settings: dict[str, Any], t0: float, out: str | None,
+           merged: list[str] | None = None) -> None:
+    """HV over compute per seed in one normalisation box, the summary, the JSON."""
     pts = [(n, a, f) for r in runs for k in ("full", "mf") for n, a, f, _ in r[k] if a is not None]
     bounds = (min(p[1] for p in pts), max(p[1] for p in pts), min(p[2] for p in pts), max(p[2] for p in pts))
     shares, ratios = [], []
@@ -157,19 +178,19 @@ def main() -> None:
     summary = {
         "compute_share_to_same_hv": None if math.isinf(med) else med,
         "compute_share_to_same_hv_per_seed": [None if math.isinf(s) else s for s in shares],
-        "mf_budget_share": args.mf_share,
         "final_hv_ratio": statistics.median(ratios) if ratios else None,
         "final_hv_ratio_spread": spread(ratios) if ratios else None,
-        "seeds": seeds, "full_trials": args.full_trials, "rungs": {"min_epochs": args.min_epochs, "eta": args.eta},
+        "seeds": [r["seed"] for r in runs], **settings,
         "goal": {"compute_share_to_same_hv": 0.33}, "wall_s": time.time() - t0,
     }
     print(f"\nsummary: {json.dumps(summary, default=float)}")
-    if args.out:
+    if out:
         m = machine_info("cpu")
         m["load_average"] = list(__import__("os").getloadavg())
-        write_json(args.out, summary, runs, machine=m,
-                   command=" ".join(["python", "benchmarks/multi_fidelity.py", *sys.argv[1:]]))
-        print(f"wrote {args.out}")
+        extra = {"merged_from": merged} if merged else {}
+        write_json(out, summary, runs, machine=m,
+                   command=" ".join(["python", "benchmarks/multi_fidelity.py", *sys.argv[1:]]), **extra)
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -194,9 +194,10 @@ class SuccessiveHalving:
     """MO-ASHA for one study in one process (see the module docstring). ``TrialStep`` calls
     ``train`` instead of a single full-budget evaluation when the study names ``mo_asha``."""
 
-    def __init__(self, study: Any, storage: Any) -> None:
+    def __init__(self, study: Any, storage: Any, state_dir: str | Path) -> None:
         f = study.evaluator.fidelity
         self.study = study
+        self.state_dir = Path(state_dir)
         self.eta = f.reduction_factor
         self.rungs = rung_epochs(f.min_epochs, f.reduction_factor, study.evaluator.epochs)
         self.directions = [o.direction for o in study.objectives]
@@ -204,10 +205,10 @@ class SuccessiveHalving:
         self.storage = storage
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"study": self.study, "storage": self.storage}
+        return {"study": self.study, "storage": self.storage, "state_dir": self.state_dir}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["study"], state["storage"])
+        self.__init__(state["study"], state["storage"], state["state_dir"])
 
     # --- training through the rungs -------------------------------------------------------------
     def train(self, te: Any, cand: Any, number: int, resume: RungRow | None = None) -> tuple[Any, dict[str, Any]]:
@@ -305,15 +306,10 @@ class SuccessiveHalving:
                 return True
         return False
 
-    def _dir(self) -> Path:
-        from nas.weights import weights_dir
-
-        return weights_dir(self.study) / "rungs"
-
     def _save(self, arch_id: str, rung: int, state: Any) -> Path:
         import torch
 
-        d = self._dir()
+        d = self.state_dir
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"{arch_id}_e{rung}.pt"
         tmp = path.with_suffix(".tmp")
@@ -361,9 +357,3 @@ def cumulative_compute(records: list[Any]) -> list[tuple[int, int]]:
         out.append((r.number, total))
     return out
 
-
-def fidelity_for(study: Any, storage: Any) -> SuccessiveHalving | None:
-    """The study's MO-ASHA (``[evaluator.fidelity] pruner = "mo_asha"``), else None."""
-    if study.evaluator.fidelity.pruner != "mo_asha":
-        return None
-    return SuccessiveHalving(study, storage)

@@ -17,6 +17,10 @@ evaluate -> record.
   epoch is ignored: a trial that trained its whole budget is a complete result.
 - ``stopped(cand, partial, reason)`` turns a run stopped early from outside (Ray's ASHA)
   into the same result the Optuna path records for a pruned run.
+- With MO-ASHA (``fidelity``, ``nas.fidelity``) ``finish`` trains through the rungs the
+  candidate is promoted at; a candidate paused at a rung ends COMPLETE with the rung's values,
+  and a continuation trial (``Candidate.resumes``) resumes a paused candidate's training
+  instead of claiming its genome.
 
 The backend then writes ``TrialResult.attrs`` to the trial and tells its state and values.
 Ctrl-C is never caught here: the backend marks the trial ``"interrupted"``.

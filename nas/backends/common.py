@@ -222,3 +222,15 @@ def evaluate_presets(study: Any, spec: StudySpec, te: Any, names: list[str] | No
             presets[name]["failure"] = out.reason
         study.set_user_attr(attrs.STUDY_PRESETS, presets)
     return presets
+
+
+def fidelity_for(study: StudySpec, storage: Any) -> Any:
+    """The study's MO-ASHA (``nas.fidelity.SuccessiveHalving``) when its file names
+    ``[evaluator.fidelity] pruner = "mo_asha"``, else None. Paused training states go to
+    ``<weights dir>/rungs`` (``nas.weights.weights_dir``)."""
+    if study.evaluator.fidelity.pruner != "mo_asha":
+        return None
+    from nas.fidelity import SuccessiveHalving
+    from nas.weights import weights_dir
+
+    return SuccessiveHalving(study, storage, weights_dir(study) / "rungs")

@@ -124,8 +124,8 @@ def run_worker(spec: StudySpec, target: int | None, worker: int = 0, heartbeat_s
     import optuna
     import torch
 
+    from nas.backends.common import fidelity_for
     from nas.evaluator import TrialEvaluator
-    from nas.fidelity import fidelity_for
     from nas.store import HEARTBEAT_S, ArchClaims, TrialSlots, open_storage
     from nas.trial import TrialStep, worker_id
 

@@ -39,8 +39,8 @@ def _worker_step(spec: StudySpec) -> tuple[Any, Any]:
     dataset is loaded once), claims and study on the process's shared storage."""
     import optuna
 
+    from nas.backends.common import fidelity_for
     from nas.evaluator import TrialEvaluator
-    from nas.fidelity import fidelity_for
     from nas.store import ArchClaims, open_storage
     from nas.trial import TrialStep
 
@@ -194,9 +194,9 @@ def run(spec: StudySpec, *, target: int | None, show_progress: bool = True, hear
     import ray
     from ray import tune
 
+    from nas.backends.common import fidelity_for
     from nas.backends.optuna_backend import counted_trials, make_sampler
     from nas.evaluator import TrialEvaluator
-    from nas.fidelity import fidelity_for
     from nas.progress import Progress
     from nas.store import ArchClaims, open_storage
     from nas.trial import TrialStep

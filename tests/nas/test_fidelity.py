@@ -196,7 +196,7 @@ def test_a_lost_promotion_is_enqueued_again(tmp_path):
     assert waiting_rows
     r = waiting_rows[0]
     table.set_promoted_by("lost", r.arch_id, r.rung, PROMOTION_QUEUED)  # claimed, never enqueued
-    sh = SuccessiveHalving(spec, storage)
+    sh = SuccessiveHalving(spec, storage, tmp_path / "rungs")
     sh.enqueue_waiting()
     row = next(x for x in table.rows("lost") if (x.arch_id, x.rung) == (r.arch_id, r.rung))
     study = optuna.load_study(study_name="lost", storage=storage)
@@ -279,6 +279,11 @@ def test_three_workers_on_postgres_share_the_rungs():
         for p in procs:
             if p.is_alive():
                 p.kill()
+        import shutil
+
+        from nas.weights import weights_dir
+
+        shutil.rmtree(weights_dir(spec), ignore_errors=True)  # the paused states
         RungTable(storage).forget_study(name)
         ArchClaims(storage).forget_study(name)
         TrialSlots(storage).forget_study(name)
