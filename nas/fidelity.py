@@ -220,26 +220,25 @@ class SuccessiveHalving:
         """
         name = self.study.name
         state, start = None, 0
-        if resume is not None:
+        if resume is not None:  # its state file is dropped once the next segment is done
             state, start = self._load(resume), resume.rung
-            self.table.set_promoted_by(name, cand.arch_id, resume.rung, number, state_gone=True)
+            self.table.set_promoted_by(name, cand.arch_id, resume.rung, number)
         extra: dict[str, Any] = {attrs.START_EPOCH: start}
         if resume is not None:
             extra[attrs.RESUMES] = resume.trial_number
         while True:
             nxt = next((r for r in self.rungs if r > start), None)
             out = te.evaluate(cand, resume=state, pause_at=nxt)
+            if resume is not None:  # the continued segment is done (whatever its outcome)
+                self.table.set_promoted_by(name, cand.arch_id, resume.rung, number, state_gone=True)
+                self._drop(resume.state_path)
             if out.status != "paused":
-                if resume is not None:
-                    self._drop(resume.state_path)
                 return out, extra
             values = te.values(cand, out.accuracy)
             path = self._save(cand.arch_id, nxt, out.state)
             self.table.add(name, cand.arch_id, nxt, number, values, str(path))
             promoted = self.promote(nxt, number)
-            if resume is not None:
-                self._drop(resume.state_path)
-                resume = None
+            resume = None
             if not promoted:
                 extra[attrs.PAUSED_AT] = nxt
                 return out, extra
@@ -268,9 +267,17 @@ class SuccessiveHalving:
         resumed study, or promotions lost with a dead worker); returns how many."""
         name, n = self.study.name, 0
         rows = self.table.rows(name)
-        stale = [r for r in rows if r.promoted_by == PROMOTION_QUEUED and not self._queued(r)]
-        for r in stale:
-            self.table.set_promoted_by(name, r.arch_id, r.rung, None)
+        trials = {t.number: t for t in self._study().get_trials(deepcopy=False)}
+        for r in rows:
+            if r.promoted_by == PROMOTION_QUEUED and not self._queued(r):
+                stale = True   # claimed, then its worker died before the continuation was enqueued
+            elif r.promoted_by is not None and r.promoted_by >= 0 and r.state_path:
+                t = trials.get(r.promoted_by)  # its continuation ended without finishing the segment
+                stale = t is not None and t.state.is_finished() and t.state.name != "COMPLETE"
+            else:
+                stale = False
+            if stale:
+                self.table.set_promoted_by(name, r.arch_id, r.rung, None)
         for rung in sorted({r.rung for r in rows}, reverse=True):
             for row in top_of_rung(self.table.rows(name, rung), self.directions, self.eta):
                 if row.promoted_by is None and self.table.claim(name, row.arch_id, rung, PROMOTION_QUEUED):

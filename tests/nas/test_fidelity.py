@@ -209,6 +209,26 @@ def test_a_lost_promotion_is_enqueued_again(tmp_path):
         assert row.promoted_by is None
 
 
+def test_a_continuation_whose_worker_died_is_released(tmp_path):
+    """A continuation trial that died mid-segment (FAILED by the heartbeat) leaves its row
+    promoted with the state still on disk: the next worker's start releases it, so it can be
+    promoted again instead of being lost."""
+    from nas.fidelity import SuccessiveHalving
+
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    spec = run_study(asha_text("died", url, 12), 12)
+    storage = open_storage(url, heartbeat_s=None)
+    table = RungTable(storage)
+    r = next(x for x in table.rows("died") if x.promoted_by is None)
+    study = optuna.load_study(study_name="died", storage=storage)
+    dead = study.ask()
+    study.tell(dead, state=TrialState.FAIL)
+    table.set_promoted_by("died", r.arch_id, r.rung, dead.number)   # it took the state, then died
+    SuccessiveHalving(spec, storage, tmp_path / "rungs").enqueue_waiting()
+    row = next(x for x in table.rows("died") if (x.arch_id, x.rung) == (r.arch_id, r.rung))
+    assert row.promoted_by != dead.number and row.state_path == r.state_path
+
+
 def test_a_promoted_run_equals_an_uninterrupted_one_through_the_trial_path(tmp_path):
     """Real proxy training: a candidate paused at a rung and continued by a later trial ends
     with the same per-epoch accuracies as the same genome trained without a pause."""
