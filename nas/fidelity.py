@@ -33,6 +33,7 @@ from typing import Any
 
 from nas import attrs
 from nas.errors import NasError
+from nas.store import StoreTable
 
 
 def rung_epochs(min_epochs: int, reduction_factor: int, budget: int) -> list[int]:
@@ -71,42 +72,24 @@ PROMOTED_IN_PLACE = -1   # promoted_by of a candidate that went on in the trial 
 PROMOTION_QUEUED = -2    # promoted_by while its continuation trial is being enqueued
 
 
-class RungTable:
+class RungTable(StoreTable):
     """One row per (study, arch_id, rung) in a ``nas_rungs`` table of the study's database."""
 
     TABLE = "nas_rungs"
 
-    def __init__(self, storage: Any) -> None:
-        self.storage = storage
-        self._setup()
-
-    def __getstate__(self) -> dict[str, Any]:  # picklable (Ray ships the step around)
-        return {"storage": self.storage}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.storage = state["storage"]
-        self._setup()
-
-    def _setup(self) -> None:
+    @staticmethod
+    def columns() -> list[Any]:
         import sqlalchemy as sa
 
-        from nas.store import _create_tables
-
-        self.engine = self.storage.engine
-        self.meta = sa.MetaData()
-        self.table = sa.Table(
-            self.TABLE, self.meta,
-            sa.Column("study_name", sa.String(512), primary_key=True),
-            sa.Column("arch_id", sa.String(64), primary_key=True),
-            sa.Column("rung", sa.Integer, primary_key=True),
-            sa.Column("trial_number", sa.Integer, nullable=False),
-            sa.Column("value_json", sa.Text, nullable=False),
-            sa.Column("state_path", sa.Text, nullable=True),
-            sa.Column("promoted_by", sa.Integer, nullable=True),
-            sa.Column("created_at", sa.Float, nullable=False),
-            sa.Column("promoted_at", sa.Float, nullable=True),
-        )
-        _create_tables(self.meta, self.engine)
+        return [sa.Column("study_name", sa.String(512), primary_key=True),
+                sa.Column("arch_id", sa.String(64), primary_key=True),
+                sa.Column("rung", sa.Integer, primary_key=True),
+                sa.Column("trial_number", sa.Integer, nullable=False),
+                sa.Column("value_json", sa.Text, nullable=False),
+                sa.Column("state_path", sa.Text, nullable=True),
+                sa.Column("promoted_by", sa.Integer, nullable=True),
+                sa.Column("created_at", sa.Float, nullable=False),
+                sa.Column("promoted_at", sa.Float, nullable=True)]
 
     def add(self, study_name: str, arch_id: str, rung: int, number: int, values: list[float],
             state_path: str | None) -> None:
@@ -161,10 +144,6 @@ class RungTable:
         with self.engine.begin() as conn:
             conn.execute(t.update().where((t.c.study_name == study_name) & (t.c.arch_id == arch_id)
                                           & (t.c.rung == rung)).values(**values))
-
-    def forget_study(self, study_name: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(self.table.delete().where(self.table.c.study_name == study_name))
 
 
 def top_of_rung(rows: list[RungRow], directions: list[Any], reduction_factor: int) -> list[RungRow]:

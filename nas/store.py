@@ -238,36 +238,55 @@ def jsonable(v: Any) -> Any:
 _jsonable = jsonable  # the name other modules used before
 
 
-class ArchClaims:
-    """Who trains which genome: one row per (study, arch_id) in a ``nas_arch_claims`` table of
-    the same database. ``INSERT`` is atomic on SQLite and PostgreSQL alike, so when two workers
-    suggest the same genome at once exactly one trains it and the other reuses its result."""
+class StoreTable:
+    """A table of this project's own in the study's database, beside Optuna's: ``TABLE`` with
+    the ``columns()`` a subclass declares (sqlalchemy ``Column``s), created on first use.
+    Picklable by its storage (Ray ships the searcher and the trial step around)."""
 
-    TABLE = "nas_arch_claims"
+    TABLE = ""
 
     def __init__(self, storage: Any) -> None:
         self.storage = storage
         self._setup()
 
-    def __getstate__(self) -> dict[str, Any]:  # picklable (Ray ships the searcher around)
+    def __getstate__(self) -> dict[str, Any]:
         return {"storage": self.storage}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.storage = state["storage"]
         self._setup()
 
+    @staticmethod
+    def columns() -> list[Any]:
+        raise NotImplementedError
+
     def _setup(self) -> None:
         import sqlalchemy as sa
 
         self.engine = self.storage.engine
         self.meta = sa.MetaData()
-        self.table = sa.Table(
-            self.TABLE, self.meta,
-            sa.Column("study_name", sa.String(512), primary_key=True),
-            sa.Column("arch_id", sa.String(64), primary_key=True),
-            sa.Column("trial_number", sa.Integer, nullable=False),
-        )
+        self.table = sa.Table(self.TABLE, self.meta, *self.columns())
         _create_tables(self.meta, self.engine)
+
+    def forget_study(self, study_name: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(self.table.delete().where(self.table.c.study_name == study_name))
+
+
+class ArchClaims(StoreTable):
+    """Who trains which genome: one row per (study, arch_id) in a ``nas_arch_claims`` table of
+    the same database. ``INSERT`` is atomic on SQLite and PostgreSQL alike, so when two workers
+    suggest the same genome at once exactly one trains it and the other reuses its result."""
+
+    TABLE = "nas_arch_claims"
+
+    @staticmethod
+    def columns() -> list[Any]:
+        import sqlalchemy as sa
+
+        return [sa.Column("study_name", sa.String(512), primary_key=True),
+                sa.Column("arch_id", sa.String(64), primary_key=True),
+                sa.Column("trial_number", sa.Integer, nullable=False)]
 
     def claim(self, study_name: str, arch_id: str, number: int) -> int:
         """Claim ``arch_id`` for trial ``number``; returns the owner's trial number."""
@@ -291,10 +310,6 @@ class ArchClaims:
             res = conn.execute(t.update().where((t.c.study_name == study_name) & (t.c.arch_id == arch_id)
                                                 & (t.c.trial_number == old)).values(trial_number=new))
         return res.rowcount == 1
-
-    def forget_study(self, study_name: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(self.table.delete().where(self.table.c.study_name == study_name))
 
 
 def _create_tables(meta: Any, engine: Any) -> None:

@@ -9,7 +9,11 @@ instead (real accuracies; slower).
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# the PostgreSQL server the suite's multi-worker tests use (they skip without one)
+TEST_POSTGRES = os.environ.get("NAS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 TINY_STUDY = """
 [study]
@@ -98,3 +102,41 @@ def make_tiny_study(storage_url: str, name: str = "tiny", trials: int = 8, seed:
     prepare(spec, heartbeat_s=None)
     run_worker(spec, trials)
     return spec
+
+
+def postgres_reachable(url: str = TEST_POSTGRES) -> bool:
+    """Whether a PostgreSQL server answers at ``url`` within 3 s."""
+    import sqlalchemy
+
+    from nas.store import normalize_url
+
+    try:
+        eng = sqlalchemy.create_engine(normalize_url(url), connect_args={"connect_timeout": 3})
+        with eng.connect():
+            pass
+        eng.dispose()
+        return True
+    except Exception:
+        return False
+
+
+def run_worker_processes(spec: Any, target: int, n: int = 3, timeout_s: float = 300) -> list[int | None]:
+    """Run ``n`` spawned Optuna worker processes on ``spec``'s store until it holds ``target``
+    trials (``nas.backends.optuna_backend``); returns their exit codes (None: still running at
+    ``timeout_s``, then killed)."""
+    import multiprocessing as mp
+
+    from nas.backends.optuna_backend import _worker_entry
+
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker_entry, args=(spec, target, i, None, None)) for i in range(n)]
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=timeout_s)
+        return [p.exitcode for p in procs]
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()

@@ -4,8 +4,6 @@ full-budget ones; a promoted run equals an uninterrupted one through the whole t
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -29,9 +27,9 @@ from nas.fidelity import (
 from nas.front import load_trials
 from nas.store import open_storage
 from nas.study import parse_study
-from nas.testing import tiny_study_text
+from nas.testing import TEST_POSTGRES, postgres_reachable, run_worker_processes, tiny_study_text
 
-PG = os.environ.get("NAS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+PG = TEST_POSTGRES
 MO_ASHA = '\n[evaluator.fidelity]\npruner = "mo_asha"\nmin_epochs = {m}\nreduction_factor = {eta}\n'
 
 
@@ -252,29 +250,8 @@ def test_a_promoted_run_equals_an_uninterrupted_one_through_the_trial_path(tmp_p
 
 
 # --- many workers, Ray -------------------------------------------------------------------------
-def _pg_reachable() -> bool:
-    import sqlalchemy
-
-    from nas.store import normalize_url
-
-    try:
-        eng = sqlalchemy.create_engine(normalize_url(PG), connect_args={"connect_timeout": 3})
-        with eng.connect():
-            pass
-        eng.dispose()
-        return True
-    except Exception:
-        return False
-
-
-def _worker(spec, target: int, worker: int) -> None:
-    from nas.backends.optuna_backend import run_worker
-
-    run_worker(spec, target, worker)
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _pg_reachable(), reason=f"no PostgreSQL server at {PG}")
+@pytest.mark.skipif(not postgres_reachable(PG), reason=f"no PostgreSQL server at {PG}")
 def test_three_workers_on_postgres_share_the_rungs():
     from nas.commands.search import prepare
     from nas.store import ArchClaims, TrialSlots
@@ -282,23 +259,14 @@ def test_three_workers_on_postgres_share_the_rungs():
     name = f"pytest_asha_{uuid.uuid4().hex[:10]}"
     spec = parse_study(asha_text(name, PG, 45), "<asha>")
     prepare(spec, heartbeat_s=None)
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(spec, 45, i)) for i in range(3)]
     storage = open_storage(PG, heartbeat_s=None)
     try:
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(timeout=300)
-        assert all(p.exitcode == 0 for p in procs)
+        assert run_worker_processes(spec, 45) == [0, 0, 0]
         trials = check_invariants(spec)
         done = [t for t in trials if t.state == TrialState.COMPLETE]
         assert len({t.user_attrs[attrs.WORKER] for t in done}) == 3
         assert sum(attrs.RESUMES in t.user_attrs for t in done) >= 2
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
         import shutil
 
         from nas.weights import weights_dir

@@ -5,7 +5,6 @@ draws per trial (a resumed study never replays its stream; issue 13.7)."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import random
 import uuid
@@ -23,7 +22,7 @@ from nas.samplers.presets import preset_plans
 from nas.samplers.selection import rank_and_crowding, survivors
 from nas.space import SearchSpace
 from nas.study import StudySpec, load_study, parse_study
-from nas.testing import tiny_study_text
+from nas.testing import TEST_POSTGRES, postgres_reachable, run_worker_processes, tiny_study_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -228,32 +227,11 @@ def test_default_sampler_is_evolution():
 
 
 # --- many workers, Ray ----------------------------------------------------------------------------
-PG = os.environ.get("NAS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _pg_reachable() -> bool:
-    import sqlalchemy
-
-    from nas.store import normalize_url
-
-    try:
-        eng = sqlalchemy.create_engine(normalize_url(PG), connect_args={"connect_timeout": 3})
-        with eng.connect():
-            pass
-        eng.dispose()
-        return True
-    except Exception:
-        return False
-
-
-def _pg_worker(spec: StudySpec, target: int, worker: int) -> None:
-    from nas.backends.optuna_backend import run_worker
-
-    run_worker(spec, target, worker)
+PG = TEST_POSTGRES
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _pg_reachable(), reason=f"no PostgreSQL server at {PG}")
+@pytest.mark.skipif(not postgres_reachable(PG), reason=f"no PostgreSQL server at {PG}")
 def test_three_workers_on_postgres_do_not_collapse_into_duplicates():
     from nas.commands.search import prepare
     from nas.store import ArchClaims, open_storage
@@ -261,14 +239,8 @@ def test_three_workers_on_postgres_do_not_collapse_into_duplicates():
     name = f"pytest_evo_{uuid.uuid4().hex[:10]}"
     spec = quickstart(PG, name, trials=30)
     prepare(spec, heartbeat_s=None)
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_pg_worker, args=(spec, 30, i)) for i in range(3)]
     try:
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(timeout=300)
-        assert all(p.exitcode == 0 for p in procs)
+        assert run_worker_processes(spec, 30) == [0, 0, 0]
         study = optuna.load_study(study_name=name, storage=open_storage(PG, heartbeat_s=None))
         done = [t for t in study.trials if t.state == TrialState.COMPLETE]
         assert len(done) >= 30
@@ -279,9 +251,6 @@ def test_three_workers_on_postgres_do_not_collapse_into_duplicates():
         assert len(set(t.user_attrs[attrs.ARCH_ID] for t in done)) >= len(done) - 1  # no collapse
         assert sum(t.system_attrs[ORIGIN_KEY].startswith("child") for t in done) >= 10
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
         storage = open_storage(PG, heartbeat_s=None)
         ArchClaims(storage).forget_study(name)
         optuna.delete_study(study_name=name, storage=storage)

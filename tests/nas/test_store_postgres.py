@@ -20,27 +20,13 @@ from nas.cli import main
 from nas.front import load_trials
 from nas.optuna_internals import trial_id
 from nas.store import normalize_url
-from nas.testing import tiny_study_text
+from nas.testing import TEST_POSTGRES, postgres_reachable, tiny_study_text
 
 ROOT = Path(__file__).resolve().parents[2]
-PG = os.environ.get("NAS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+PG = TEST_POSTGRES
 PG_DRIVER = normalize_url(PG)  # for direct optuna/sqlalchemy calls
 
-
-def _reachable() -> bool:
-    import sqlalchemy
-
-    try:
-        eng = sqlalchemy.create_engine(PG_DRIVER, connect_args={"connect_timeout": 3})
-        with eng.connect():
-            pass
-        eng.dispose()
-        return True
-    except Exception:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _reachable(), reason=f"no PostgreSQL server at {PG}")
+pytestmark = pytest.mark.skipif(not postgres_reachable(PG), reason=f"no PostgreSQL server at {PG}")
 
 
 @pytest.fixture
