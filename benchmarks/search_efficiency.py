@@ -120,10 +120,7 @@ class TrainTable:
                 out = original(table.te, cand, None, TRAIN_SEED)
                 table.train_s += time.perf_counter() - t
                 table.trained += 1
-                row = table.rows[cand.arch_id] = {"status": out.status, "accuracy": out.accuracy,
-                                                  "attrs": out.attrs, "reason": out.reason,
-                                                  "flops": cand.costs["flops"]}
-                table.save()
+                row = table.put(cand, out)
             return objective.Outcome(row["status"], row["accuracy"], dict(row["attrs"]), row["reason"])
 
         objective.TrialEvaluator.evaluate = evaluate
@@ -157,10 +154,15 @@ class TrainTable:
         self.segments_trained += 1
         self.segment_epochs += int(out.attrs.get(attrs.EPOCHS) or 0) - (int(resume["epoch"]) if resume else 0)
         if out.status == "ok":  # trained to the end: the same result as one uninterrupted training
-            self.rows[cand.arch_id] = {"status": out.status, "accuracy": out.accuracy, "attrs": out.attrs,
-                                       "reason": out.reason, "flops": cand.costs["flops"]}
-            self.save()
+            self.put(cand, out)
         return out
+
+    def put(self, cand: Any, out: Any) -> dict[str, Any]:
+        """Store a whole training's outcome for ``cand`` (and save the table); returns its row."""
+        row = self.rows[cand.arch_id] = {"status": out.status, "accuracy": out.accuracy, "attrs": out.attrs,
+                                         "reason": out.reason, "flops": cand.costs["flops"]}
+        self.save()
+        return row
 
     def reload(self) -> None:
         if self.path and self.path.exists():

@@ -248,7 +248,7 @@ class SuccessiveHalving:
         rows = self.table.rows(name)
         trials = {t.number: t for t in self._study().get_trials(deepcopy=False)}
         for r in rows:
-            if r.promoted_by == PROMOTION_QUEUED and not self._queued(r):
+            if r.promoted_by == PROMOTION_QUEUED and not self._queued(r, trials.values()):
                 stale = True   # claimed, then its worker died before the continuation was enqueued
             elif r.promoted_by is not None and r.promoted_by >= 0 and r.state_path:
                 t = trials.get(r.promoted_by)  # its continuation ended without finishing the segment
@@ -285,9 +285,10 @@ class SuccessiveHalving:
         params = next(t.params for t in study.get_trials(deepcopy=False) if t.number == row.trial_number)
         study.enqueue_trial(dict(params), user_attrs={attrs.RESUMES: row.trial_number}, skip_if_exists=False)
 
-    def _queued(self, row: RungRow) -> bool:
-        """Whether a continuation of ``row`` is waiting or running in the study."""
-        for t in self._study().get_trials(deepcopy=False):
+    @staticmethod
+    def _queued(row: RungRow, trials: Any) -> bool:
+        """Whether a continuation of ``row`` is waiting or running among the study's ``trials``."""
+        for t in trials:
             if t.user_attrs.get(attrs.RESUMES) == row.trial_number and not t.state.is_finished():
                 return True
         return False
@@ -326,11 +327,12 @@ def trained_epochs(user_attrs: dict[str, Any]) -> int:
 
 
 def waiting(trials: list[Any]) -> dict[int, int]:
-    """Trial number -> rung of every paused candidate no later trial continued (yet)."""
+    """Trial number -> rung of every paused candidate no later trial continued (yet).
+    ``trials``: Optuna ``FrozenTrial``s or ``nas.front.TrialRecord``s (state an enum or its name)."""
     continued = {t.user_attrs.get(attrs.RESUMES) for t in trials if t.user_attrs.get(attrs.RESUMES) is not None}
     return {t.number: int(t.user_attrs[attrs.PAUSED_AT]) for t in trials
             if t.user_attrs.get(attrs.PAUSED_AT) is not None and t.number not in continued
-            and t.user_attrs.get(attrs.REUSED_FROM) is None and t.state.name == "COMPLETE"}
+            and t.user_attrs.get(attrs.REUSED_FROM) is None and getattr(t.state, "name", t.state) == "COMPLETE"}
 
 
 def cumulative_compute(records: list[Any]) -> list[tuple[int, int]]:

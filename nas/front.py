@@ -295,12 +295,9 @@ def is_multi_fidelity(records: Sequence[TrialRecord]) -> bool:
 def waiting_trials(records: Sequence[TrialRecord]) -> dict[int, int]:
     """Trial number -> rung (epochs) of each paused candidate no later trial continued yet
     (``nas.fidelity.waiting`` over records)."""
-    from types import SimpleNamespace
-
     from nas.fidelity import waiting
 
-    return waiting([SimpleNamespace(number=r.number, user_attrs=r.user_attrs, state=SimpleNamespace(name=r.state))
-                    for r in records])
+    return waiting(list(records))
 
 
 @dataclass(frozen=True)
